@@ -20,7 +20,7 @@
 
 #define GGUF_MAGIC 0x46554747u /* "GGUF" read as little-endian u32 */
 #define GGUF_DEFAULT_ALIGNMENT 32
-#define GGUF_MAX_NAME 64       /* longest tensor name the format allows */
+#define GGUF_MAX_NAME 63       /* longest tensor name the format allows (64 with a NUL) */
 #define GGUF_MAX_NESTING 8     /* arrays of arrays deeper than this are refused */
 
 typedef struct kv {
@@ -499,10 +499,7 @@ int sl_gguf_open(const char *path, sl_gguf **out)
     g->base = map;
     g->size = (uint64_t)st.st_size;
     g->mapped = true;
-    int rc = finish_open(g, out);
-    if (rc)
-        SL_ERROR("'%s' is not a usable GGUF file", path);
-    return rc;
+    return finish_open(g, out);
 }
 
 void sl_gguf_close(sl_gguf *g)

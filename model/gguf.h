@@ -10,10 +10,10 @@
  *
  * The reader is hardened against hostile files: every count, length,
  * dimension and offset is checked against the bytes that remain and for
- * overflow before it is used, and every allocation is bounded by the size of
- * the file. Any violation fails the open with SL_EFORMAT (or SL_EUNSUPPORTED
- * for a version or type it does not know) and one log line that names the
- * problem and where it was found.
+ * overflow before it is used, and every allocation is bounded by a small
+ * multiple of the size of the file. Any violation fails the open with
+ * SL_EFORMAT (SL_EUNSUPPORTED for a GGUF version other than 2 and 3) and one
+ * log line that names the problem and where it was found.
  *
  * Strings returned by the accessors point into the file image and are valid
  * until sl_gguf_close(); they are not NUL-terminated (use `len`). */
