@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test sluice has, in the order CI needs them:
+#   1. the Release build and its ctest suite (unit, kernel, end-to-end);
+#   2. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer;
+#   3. each libFuzzer target for a bounded time (SL_FUZZ_SECONDS, default 60).
+# Builds whatever is missing, so a fresh clone needs only the README's first
+# command (which installs the packages) before this one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+fuzz_seconds=${SL_FUZZ_SECONDS:-60}
+
+stage() { printf '\n=== %s ===\n' "$*"; }
+
+stage "release build + tests"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$jobs"
+ctest --test-dir build --output-on-failure -j"$jobs"
+
+stage "ASan + UBSan build + tests"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSL_SANITIZE=ON >/dev/null
+cmake --build build-asan -j"$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure -j"$jobs"
+
+stage "fuzzing (${fuzz_seconds}s per target)"
+CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSL_FUZZ=ON >/dev/null
+cmake --build build-fuzz -j"$jobs"
+tests/fuzz/run.sh build-fuzz "$fuzz_seconds"
+
+stage "summary"
+echo "all stages: 3 passed, 0 failed"
