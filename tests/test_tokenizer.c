@@ -729,9 +729,10 @@ static int build(enum mutation m, uint8_t **img, size_t *len)
                                      m == M_SCORES_SHORT ? MINI_N - 1 : MINI_N);
     rc |= sl_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", SL_GGUF_I32, types, MINI_N);
     if (bpe && m != M_BPE_NO_MERGES) {
-        const char *merges[] = {"\xC4\xA0 a", "a b",
-                                "\xC4\xA0"
-                                "a b"};
+        /* "\xC4\xA0" "a b" is the merge of "Ġa" with "b"; split so that the
+         * hex escape does not swallow the 'a'. */
+        const char *merges[] = {"\xC4\xA0 a", "a b", ("\xC4\xA0"
+                                                       "a b")};
         rc |= sl_gguf_writer_add_arr_str(w, "tokenizer.ggml.merges", merges, 3);
     }
     if (m == M_BOS_OUT_OF_RANGE)
