@@ -24,6 +24,7 @@ struct sl_model {
     sl_gguf *owned; /* g when sl_model_open opened it */
     bool tied_output;
     sl_unit global;
+    sl_unit head;    /* the global tensors the output step reads */
     sl_unit *layers; /* n_layer */
 };
 
@@ -518,6 +519,14 @@ static int bind_tensors(sl_model *m, const arch_info *ai, const sl_kernels *kern
     if (rc == 0) {
         m->tied_output = !(gseen & BIT(SL_GW_OUTPUT));
         unit_finish(&m->global);
+        /* The head: output norm and projection, which is the embedding
+         * itself when the two are tied. */
+        for (uint32_t i = 0; i < m->global.n_tensors; i++) {
+            const sl_unit_tensor *ut = &m->global.tensors[i];
+            if (ut->role != SL_GW_TOKEN_EMBD || m->tied_output)
+                m->head.tensors[m->head.n_tensors++] = *ut;
+        }
+        unit_finish(&m->head);
     }
     free(seen);
     return rc;
@@ -617,6 +626,11 @@ const sl_unit *sl_model_global_unit(const sl_model *m)
     return &m->global;
 }
 
+const sl_unit *sl_model_head_unit(const sl_model *m)
+{
+    return &m->head;
+}
+
 /* ---- binding ------------------------------------------------------------- */
 
 static void bind_unit(const sl_unit *u, const void *base, sl_tensor *views, int n_views)
@@ -641,6 +655,13 @@ void sl_model_bind_layer(const sl_model *m, uint32_t il, const void *base, sl_la
 void sl_model_bind_globals(const sl_model *m, const void *base, sl_global_weights *out)
 {
     bind_unit(&m->global, base, out->t, SL_GW_COUNT);
+    if (m->tied_output)
+        out->t[SL_GW_OUTPUT] = out->t[SL_GW_TOKEN_EMBD];
+}
+
+void sl_model_bind_head(const sl_model *m, const void *base, sl_global_weights *out)
+{
+    bind_unit(&m->head, base, out->t, SL_GW_COUNT);
     if (m->tied_output)
         out->t[SL_GW_OUTPUT] = out->t[SL_GW_TOKEN_EMBD];
 }

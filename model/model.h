@@ -148,6 +148,12 @@ const sl_gguf *sl_model_gguf(const sl_model *m);
 const sl_unit *sl_model_layer_unit(const sl_model *m, uint32_t il);
 const sl_unit *sl_model_global_unit(const sl_model *m);
 
+/* The head unit: what the output step reads (output_norm and output, or
+ * output_norm and token_embd when they are tied). A pipeline streams this
+ * unit and looks up embedding rows separately, so the embedding table of an
+ * untied model is never streamed whole. Valid until close. */
+const sl_unit *sl_model_head_unit(const sl_model *m);
+
 /* Binds layer il's views to `base`, which holds a copy of the layer unit's
  * byte span (base[0] is the file byte at unit->offset). `base` must be
  * 4-byte aligned (asserted); sluice's slots and the mapping are page-aligned.
@@ -157,6 +163,10 @@ void sl_model_bind_layer(const sl_model *m, uint32_t il, const void *base, sl_la
 /* The same for the non-layer unit. The tied output view, if any, points at
  * the token embedding inside the same span. */
 void sl_model_bind_globals(const sl_model *m, const void *base, sl_global_weights *out);
+
+/* Binds the head unit's views (SL_GW_OUTPUT_NORM and SL_GW_OUTPUT; with
+ * tied embeddings SL_GW_TOKEN_EMBD too) to a copy of its span. */
+void sl_model_bind_head(const sl_model *m, const void *base, sl_global_weights *out);
 
 /* Views straight into the mapped file (bind to the file image). */
 void sl_model_layer_weights(const sl_model *m, uint32_t il, sl_layer_weights *out);
