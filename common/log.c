@@ -6,11 +6,11 @@
 #include <string.h>
 #include <unistd.h>
 
-static int g_level = -1;
+static int g_level = -2; /* not yet read from the environment */
 
 static int current_level(void)
 {
-    if (g_level < 0) {
+    if (g_level == -2) {
         const char *env = getenv("SL_LOG");
         g_level = (env && env[0] >= '0' && env[0] <= '3') ? env[0] - '0' : SL_LOG_WARN;
     }

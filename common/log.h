@@ -26,9 +26,10 @@ enum sl_err {
 /* Short English name of an error code (positive or negative). Static string. */
 const char *sl_strerror(int err);
 
-enum sl_log_level { SL_LOG_ERROR = 0, SL_LOG_WARN = 1, SL_LOG_INFO = 2, SL_LOG_DEBUG = 3 };
+enum sl_log_level { SL_LOG_OFF = -1, SL_LOG_ERROR = 0, SL_LOG_WARN = 1, SL_LOG_INFO = 2, SL_LOG_DEBUG = 3 };
 
-/* Messages at or below this level are written to stderr. Default: SL_LOG_WARN,
+/* Messages at or below this level are written to stderr (SL_LOG_OFF: none;
+ * tests use it around inputs that are meant to fail). Default: SL_LOG_WARN,
  * or the value of the environment variable SL_LOG (0..3) when set. */
 void sl_log_set_level(enum sl_log_level level);
 

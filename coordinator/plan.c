@@ -1,0 +1,224 @@
+/* The memory planner; see plan.h. */
+#include "coordinator/plan.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "compute/forward.h"
+
+static uint64_t align_down(uint64_t v) { return v / SL_PLAN_IO_ALIGN * SL_PLAN_IO_ALIGN; }
+static uint64_t align_up(uint64_t v) { return align_down(v + SL_PLAN_IO_ALIGN - 1); }
+
+uint64_t sl_plan_kv_bytes(const sl_hparams *hp, const sl_plan_req *req)
+{
+    uint64_t per_layer = (uint64_t)sl_forward_k_floats(hp, req->n_ctx) + sl_forward_v_floats(hp, req->n_ctx);
+    return align_up(per_layer * hp->n_layer * sizeof(float) * req->max_sessions);
+}
+
+uint64_t sl_plan_act_bytes(const sl_hparams *hp, const sl_plan_req *req)
+{
+    /* Residual stream of the step's tokens, the forward scratch and one
+     * logits row per session; each region 4 KiB-aligned. */
+    uint64_t x = align_up((uint64_t)req->n_batch * hp->n_embd * sizeof(float));
+    uint64_t scratch =
+        align_up((uint64_t)sl_forward_scratch_floats(hp, req->n_batch, req->n_ctx, req->n_threads) * sizeof(float));
+    uint64_t logits = align_up((uint64_t)req->max_sessions * hp->n_vocab * sizeof(float));
+    return x + scratch + logits;
+}
+
+/* Pins, among units with io_bytes <= slot (or all when slot == 0), the
+ * largest first while they fit in `room`; units larger than slot must be
+ * pinned. Returns the pinned bytes, or UINT64_MAX when the forced ones do
+ * not fit. Marks the choice in p->units. */
+static uint64_t choose_pins(sl_plan *p, uint64_t slot, uint64_t room, uint32_t *order)
+{
+    uint64_t used = 0;
+    for (uint32_t i = 0; i < p->n_units; i++)
+        p->units[i].pinned = false;
+    for (uint32_t k = 0; k < p->n_units; k++) {
+        sl_plan_unit *u = &p->units[order[k]];
+        if (u->io_bytes > slot) {
+            if (u->io_bytes > room - used)
+                return UINT64_MAX;
+            u->pinned = true;
+            used += u->io_bytes;
+        }
+    }
+    for (uint32_t k = 0; k < p->n_units; k++) {
+        sl_plan_unit *u = &p->units[order[k]];
+        if (!u->pinned && u->io_bytes <= room - used) {
+            u->pinned = true;
+            used += u->io_bytes;
+        }
+    }
+    return used;
+}
+
+static int by_size_desc(const void *a, const void *b, void *units)
+{
+    const sl_plan_unit *u = units;
+    uint64_t x = u[*(const uint32_t *)a].io_bytes, y = u[*(const uint32_t *)b].io_bytes;
+    if (x != y)
+        return x < y ? 1 : -1;
+    return *(const uint32_t *)a < *(const uint32_t *)b ? -1 : 1;
+}
+
+/* Lays out the pinned region and totals the plan for the chosen pins. */
+static void finish(sl_plan *p, uint32_t ring)
+{
+    p->n_streamed = 0;
+    p->pinned_bytes = 0;
+    p->streamed_bytes = 0;
+    p->slot_bytes = 0;
+    for (uint32_t i = 0; i < p->n_units; i++) {
+        sl_plan_unit *u = &p->units[i];
+        if (u->pinned) {
+            u->pin_offset = p->pinned_bytes;
+            p->pinned_bytes += u->io_bytes;
+        } else {
+            p->n_streamed++;
+            p->streamed_bytes += u->nbytes;
+            p->slot_bytes = u->io_bytes > p->slot_bytes ? u->io_bytes : p->slot_bytes;
+        }
+    }
+    p->ring_slots = p->n_streamed ? ring : 0;
+    p->total_bytes = p->pinned_bytes + (uint64_t)p->ring_slots * p->slot_bytes + p->kv_bytes + p->act_bytes;
+}
+
+int sl_plan_make(const sl_model *m, const sl_plan_req *req, sl_plan *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!req->budget || !req->n_ctx || !req->n_batch || !req->max_sessions || !req->n_threads ||
+        req->ring_depth < 2) {
+        SL_ERROR("invalid request: budget %llu, n_ctx %u, n_batch %u, sessions %u, threads %u, ring %u",
+                 (unsigned long long)req->budget, req->n_ctx, req->n_batch, req->max_sessions, req->n_threads,
+                 req->ring_depth);
+        return -SL_EINVAL;
+    }
+    const sl_hparams *hp = sl_model_hparams(m);
+    sl_plan p = {.n_units = hp->n_layer + 1};
+    p.units = calloc(p.n_units, sizeof *p.units);
+    uint32_t *order = calloc(p.n_units, sizeof *order);
+    if (!p.units || !order) {
+        free(p.units);
+        free(order);
+        return -SL_ENOMEM;
+    }
+    uint64_t largest = 0;
+    for (uint32_t i = 0; i < p.n_units; i++) {
+        const sl_unit *u = i < hp->n_layer ? sl_model_layer_unit(m, i) : sl_model_head_unit(m);
+        sl_plan_unit *pu = &p.units[i];
+        pu->offset = u->offset;
+        pu->nbytes = u->nbytes;
+        pu->io_offset = align_down(u->offset);
+        pu->io_bytes = align_up(u->offset + u->nbytes) - pu->io_offset;
+        p.model_bytes += u->nbytes;
+        largest = pu->io_bytes > largest ? pu->io_bytes : largest;
+        order[i] = i;
+    }
+    qsort_r(order, p.n_units, sizeof *order, by_size_desc, p.units);
+    p.kv_bytes = sl_plan_kv_bytes(hp, req);
+    p.act_bytes = sl_plan_act_bytes(hp, req);
+    uint64_t fixed = p.kv_bytes + p.act_bytes;
+    uint64_t all_io = 0;
+    for (uint32_t i = 0; i < p.n_units; i++)
+        all_io += p.units[i].io_bytes;
+
+    int rc = 0;
+    if (req->budget >= fixed && req->budget - fixed >= all_io) {
+        choose_pins(&p, 0, all_io, order); /* everything fits: pin it all */
+        finish(&p, 0);
+    } else {
+        /* Try every slot size a unit defines, from the largest down: a
+         * smaller slot frees ring memory but forces the larger units into
+         * the pinned region. Keep the plan that streams the fewest bytes. */
+        uint64_t best_pinned = 0, best_slot = 0;
+        bool found = false;
+        for (uint32_t k = 0; k < p.n_units; k++) {
+            uint64_t slot = p.units[order[k]].io_bytes;
+            if (k && slot == p.units[order[k - 1]].io_bytes)
+                continue;
+            uint64_t ring = (uint64_t)req->ring_depth * slot;
+            if (req->budget < fixed || req->budget - fixed < ring)
+                continue;
+            uint64_t pinned = choose_pins(&p, slot, req->budget - fixed - ring, order);
+            if (pinned == UINT64_MAX)
+                continue;
+            bool streams = false;
+            for (uint32_t i = 0; i < p.n_units; i++)
+                streams |= !p.units[i].pinned;
+            if (streams && (!found || pinned > best_pinned)) {
+                found = true;
+                best_pinned = pinned;
+                best_slot = slot;
+            }
+        }
+        if (found) {
+            choose_pins(&p, best_slot, req->budget - fixed - (uint64_t)req->ring_depth * best_slot, order);
+            finish(&p, req->ring_depth);
+        } else {
+            /* The smallest budget any slot size allows: the ring plus
+             * every unit too big for its slots, pinned. */
+            uint64_t min = fixed + all_io;
+            for (uint32_t k = 0; k < p.n_units; k++) {
+                uint64_t slot = p.units[order[k]].io_bytes, forced = 0;
+                for (uint32_t i = 0; i < p.n_units; i++)
+                    forced += p.units[i].io_bytes > slot ? p.units[i].io_bytes : 0;
+                uint64_t need = fixed + (uint64_t)req->ring_depth * slot + forced;
+                min = need < min ? need : min;
+            }
+            SL_ERROR("a budget of %llu bytes (%.1f MiB) cannot hold the KV cache (%.1f MiB for %u positions x %u "
+                     "sessions), activations (%.1f MiB) and %u streaming slots (largest unit %.1f MiB): the "
+                     "minimum is %llu bytes (%.1f MiB)",
+                     (unsigned long long)req->budget, req->budget / 1048576.0, p.kv_bytes / 1048576.0,
+                     req->n_ctx, req->max_sessions, p.act_bytes / 1048576.0, req->ring_depth,
+                     largest / 1048576.0, (unsigned long long)min, min / 1048576.0);
+            rc = -SL_ERANGE;
+        }
+    }
+    free(order);
+    if (rc) {
+        free(p.units);
+        return rc;
+    }
+    SL_ASSERT(p.total_bytes <= req->budget);
+    *out = p;
+    return 0;
+}
+
+void sl_plan_free(sl_plan *p)
+{
+    if (!p)
+        return;
+    free(p->units);
+    p->units = NULL;
+}
+
+int sl_plan_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || !isfinite(v) || v <= 0)
+        return -SL_EINVAL;
+    double mult = 1;
+    switch (*end) {
+    case 'K': case 'k': mult = 1024.0; end++; break;
+    case 'M': case 'm': mult = 1048576.0; end++; break;
+    case 'G': case 'g': mult = 1073741824.0; end++; break;
+    case 'T': case 't': mult = 1099511627776.0; end++; break;
+    default: break;
+    }
+    if (*end == 'i' && mult > 1) /* accept "MiB"-style spellings too */
+        end++;
+    if ((*end == 'B' || *end == 'b') && end[1] == 0)
+        end++;
+    double bytes = v * mult;
+    if (*end || bytes < 1 || bytes > 1.8e19)
+        return -SL_EINVAL;
+    *out = (uint64_t)bytes;
+    return 0;
+}
