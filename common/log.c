@@ -31,6 +31,8 @@ const char *sl_strerror(int err)
     case SL_ETYPE: return "wrong type";
     case SL_EINVAL: return "invalid argument";
     case SL_ERANGE: return "out of range";
+    case SL_EVERSION: return "unsupported version";
+    case SL_EAGAIN: return "try again";
     default: return "unknown error";
     }
 }

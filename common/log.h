@@ -21,6 +21,8 @@ enum sl_err {
     SL_ETYPE = 6,      /* a value exists but has another type */
     SL_EINVAL = 7,     /* a caller passed an invalid argument */
     SL_ERANGE = 8,     /* a value is outside the range it must lie in */
+    SL_EVERSION = 9,   /* a peer or file speaks a version sluice does not understand */
+    SL_EAGAIN = 10,    /* nothing yet (would block, timed out, interrupted): try again */
 };
 
 /* Short English name of an error code (positive or negative). Static string. */
