@@ -1,5 +1,4 @@
 /* `sluice generate`: continue a prompt with the in-process engine. */
-#include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,29 +14,10 @@
 
 static void help(FILE *out)
 {
-    fprintf(out,
-            "usage: sluice generate -m MODEL (-p PROMPT | -f FILE) [-n N] [options]\n\n"
-            "Prints the continuation of the prompt on stdout, then prompt and generation\n"
-            "speed on stderr. Stops after N tokens or at an end-of-generation token.\n\n"
-            "  -m, --model PATH          GGUF model\n"
-            "  -p, --prompt TEXT         the prompt\n"
-            "  -f, --file PATH           read the prompt from a file\n"
-            "  -n, --n-predict N         tokens to generate (default 128)\n"
-            "  -c, --ctx-size N          context size (default: the model's, at most 4096;\n"
-            "                            at least prompt + N)\n"
-            "  -t, --threads N           compute threads (default: all cores)\n"
-            "  -b, --batch-size N        prompt tokens per forward pass (default 512)\n"
-            "      --temp T              temperature; 0 = greedy (default 0.8)\n"
-            "      --top-k K             keep the K most likely tokens; 0 = off (default 40)\n"
-            "      --top-p P             nucleus sampling; 1 = off (default 0.95)\n"
-            "      --min-p P             drop tokens below P x the best one's probability (default 0.05)\n"
-            "      --repeat-penalty R    penalise recent tokens; 1 = off (default 1)\n"
-            "      --repeat-last-n N     window of recent tokens the penalties see (default 64)\n"
-            "      --presence-penalty A  (default 0)\n"
-            "      --frequency-penalty A (default 0)\n"
-            "  -s, --seed S              random seed (default 0); same seed, same text\n"
-            "      --no-bos              do not add BOS even when the vocabulary asks for it\n"
-            "  -h, --help                this text\n");
+    fprintf(out, "usage: sluice generate -m MODEL (-p PROMPT | -f FILE) [-n N] [options]\n\n"
+                 "Prints the continuation of the prompt on stdout, then prompt and generation\n"
+                 "speed on stderr. Stops after N tokens or at an end-of-generation token.\n\n");
+    sl_cli_gen_help(out, false);
 }
 
 static double now_s(void)
@@ -45,89 +25,6 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* The parsed command line. */
-typedef struct gen_args {
-    const char *model, *prompt, *file;
-    long long n_predict, n_ctx, threads, n_batch;
-    bool add_special;
-    sl_sampler_params sp;
-} gen_args;
-
-static int parse_args(int argc, char **argv, gen_args *a)
-{
-    enum { OPT_TEMP = 256, OPT_TOPK, OPT_TOPP, OPT_MINP, OPT_REP, OPT_LASTN, OPT_PRES, OPT_FREQ, OPT_NOBOS };
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},         {"prompt", required_argument, 0, 'p'},
-        {"file", required_argument, 0, 'f'},          {"n-predict", required_argument, 0, 'n'},
-        {"ctx-size", required_argument, 0, 'c'},      {"threads", required_argument, 0, 't'},
-        {"batch-size", required_argument, 0, 'b'},    {"temp", required_argument, 0, OPT_TEMP},
-        {"top-k", required_argument, 0, OPT_TOPK},    {"top-p", required_argument, 0, OPT_TOPP},
-        {"min-p", required_argument, 0, OPT_MINP},    {"repeat-penalty", required_argument, 0, OPT_REP},
-        {"repeat-last-n", required_argument, 0, OPT_LASTN},
-        {"presence-penalty", required_argument, 0, OPT_PRES},
-        {"frequency-penalty", required_argument, 0, OPT_FREQ},
-        {"seed", required_argument, 0, 's'},          {"no-bos", no_argument, 0, OPT_NOBOS},
-        {"help", no_argument, 0, 'h'},                {0}};
-    memset(a, 0, sizeof *a);
-    a->n_predict = 128;
-    a->threads = sl_cli_default_threads();
-    a->n_batch = 512;
-    a->add_special = true;
-    sl_sampler_params_default(&a->sp);
-    int c;
-    long long v;
-    double d;
-    while ((c = getopt_long(argc, argv, "m:p:f:n:c:t:b:s:h", opts, NULL)) != -1) {
-        int bad = 0;
-        switch (c) {
-        case 'm': a->model = optarg; break;
-        case 'p': a->prompt = optarg; break;
-        case 'f': a->file = optarg; break;
-        case 'n': bad = sl_cli_int("--n-predict", optarg, 0, 1 << 24, &a->n_predict); break;
-        case 'c': bad = sl_cli_int("--ctx-size", optarg, 1, 1 << 24, &a->n_ctx); break;
-        case 't': bad = sl_cli_int("--threads", optarg, 1, 1024, &a->threads); break;
-        case 'b': bad = sl_cli_int("--batch-size", optarg, 1, 1 << 16, &a->n_batch); break;
-        case 's':
-            bad = sl_cli_int("--seed", optarg, 0, INT64_MAX, &v);
-            a->sp.seed = (uint64_t)v;
-            break;
-        case OPT_TEMP: bad = sl_cli_float("--temp", optarg, 0, 1e6, &d); a->sp.temperature = (float)d; break;
-        case OPT_TOPK: bad = sl_cli_int("--top-k", optarg, 0, INT32_MAX, &v); a->sp.top_k = (int32_t)v; break;
-        case OPT_TOPP: bad = sl_cli_float("--top-p", optarg, 0, 1, &d); a->sp.top_p = (float)d; break;
-        case OPT_MINP: bad = sl_cli_float("--min-p", optarg, 0, 1, &d); a->sp.min_p = (float)d; break;
-        case OPT_REP:
-            bad = sl_cli_float("--repeat-penalty", optarg, 1e-6, 1e6, &d);
-            a->sp.repeat_penalty = (float)d;
-            break;
-        case OPT_LASTN:
-            bad = sl_cli_int("--repeat-last-n", optarg, 0, SL_SAMPLER_MAX_LAST_N, &v);
-            a->sp.penalty_last_n = (int32_t)v;
-            break;
-        case OPT_PRES:
-            bad = sl_cli_float("--presence-penalty", optarg, -1e6, 1e6, &d);
-            a->sp.presence_penalty = (float)d;
-            break;
-        case OPT_FREQ:
-            bad = sl_cli_float("--frequency-penalty", optarg, -1e6, 1e6, &d);
-            a->sp.frequency_penalty = (float)d;
-            break;
-        case OPT_NOBOS: a->add_special = false; break;
-        case 'h': help(stdout); return 1;
-        default: help(stderr); return 2;
-        }
-        if (bad)
-            return 2;
-    }
-    if (!a->model || !a->prompt == !a->file || optind != argc) {
-        fprintf(stderr, "sluice generate: %s\n",
-                !a->model ? "-m MODEL is required"
-                          : optind != argc ? "unexpected argument" : "give exactly one of -p and -f");
-        help(stderr);
-        return 2;
-    }
-    return 0;
 }
 
 /* Tokenizes the prompt into a malloc'd array. */
@@ -155,8 +52,12 @@ static int emit(sl_detok *d, const sl_tokenizer *tk, int32_t id, char *buf, size
 
 int sl_cmd_generate(int argc, char **argv)
 {
-    gen_args a;
-    int rc = parse_args(argc, argv, &a);
+    sl_cli_gen a;
+    int rc = sl_cli_gen_parse(argc, argv, false, &a);
+    if (rc == 1)
+        help(stdout);
+    else if (rc)
+        help(stderr);
     if (rc)
         return rc == 1 ? 0 : rc;
     if (sl_sampler_params_check(&a.sp))
@@ -226,7 +127,7 @@ int sl_cmd_generate(int argc, char **argv)
         int tok = sl_sampler_sample(&ss, &a.sp, logits, (int)hp->n_vocab, scratch, scratch_bytes);
         if (tok < 0)
             goto out;
-        if (sl_tokenizer_is_eog(tk, tok))
+        if (!a.ignore_eos && sl_tokenizer_is_eog(tk, tok))
             break;
         sl_sampler_accept(&ss, tok);
         if (emit(&dt, tk, tok, piece_buf, SL_DETOK_OUT_MAX(tk)))

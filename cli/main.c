@@ -13,6 +13,8 @@ static const struct {
     {"tokenize", sl_cmd_tokenize, "text to token ids"},
     {"logits", sl_cmd_logits, "logits after every position of a token sequence, as JSON"},
     {"generate", sl_cmd_generate, "continue a prompt (in-process engine)"},
+    {"run", sl_cmd_run, "continue a prompt through the multi-process streaming pipeline"},
+    {"synth", sl_cmd_synth, "write a llama-shaped GGUF of seeded random weights (any size)"},
 };
 
 static void usage(FILE *out)

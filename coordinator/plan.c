@@ -18,15 +18,15 @@ uint64_t sl_plan_kv_bytes(const sl_hparams *hp, const sl_plan_req *req)
     return align_up(per_layer * hp->n_layer * sizeof(float) * req->max_sessions);
 }
 
-uint64_t sl_plan_act_bytes(const sl_hparams *hp, const sl_plan_req *req)
+/* The activation regions: residual stream of the step's tokens, the forward
+ * scratch and one logits row per session; each 4 KiB-aligned. */
+static void act_sizes(const sl_hparams *hp, const sl_plan_req *req, sl_plan *p)
 {
-    /* Residual stream of the step's tokens, the forward scratch and one
-     * logits row per session; each region 4 KiB-aligned. */
-    uint64_t x = align_up((uint64_t)req->n_batch * hp->n_embd * sizeof(float));
-    uint64_t scratch =
+    p->x_bytes = align_up((uint64_t)req->n_batch * hp->n_embd * sizeof(float));
+    p->scratch_bytes =
         align_up((uint64_t)sl_forward_scratch_floats(hp, req->n_batch, req->n_ctx, req->n_threads) * sizeof(float));
-    uint64_t logits = align_up((uint64_t)req->max_sessions * hp->n_vocab * sizeof(float));
-    return x + scratch + logits;
+    p->logits_bytes = align_up((uint64_t)req->max_sessions * hp->n_vocab * sizeof(float));
+    p->act_bytes = p->x_bytes + p->scratch_bytes + p->logits_bytes;
 }
 
 /* Pins, among units with io_bytes <= slot (or all when slot == 0), the
@@ -121,7 +121,7 @@ int sl_plan_make(const sl_model *m, const sl_plan_req *req, sl_plan *out)
     }
     qsort_r(order, p.n_units, sizeof *order, by_size_desc, p.units);
     p.kv_bytes = sl_plan_kv_bytes(hp, req);
-    p.act_bytes = sl_plan_act_bytes(hp, req);
+    act_sizes(hp, req, &p);
     uint64_t fixed = p.kv_bytes + p.act_bytes;
     uint64_t all_io = 0;
     for (uint32_t i = 0; i < p.n_units; i++)

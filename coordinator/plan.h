@@ -50,16 +50,18 @@ typedef struct sl_plan {
     uint64_t slot_bytes;     /* size of each ring slot (largest streamed io range) */
     uint64_t pinned_bytes;   /* size of the pinned region */
     uint64_t kv_bytes;       /* KV cache for all sessions */
-    uint64_t act_bytes;      /* activations, scratch and logits */
+    uint64_t act_bytes;      /* activations, scratch and logits: the sum of */
+    uint64_t x_bytes;        /*   the residual stream of a step's tokens, */
+    uint64_t scratch_bytes;  /*   the forward scratch, */
+    uint64_t logits_bytes;   /*   one logits row per session (each 4 KiB-rounded) */
     uint64_t total_bytes;    /* ring + pinned + kv + act (<= budget) */
     uint64_t model_bytes;    /* sum of the units' spans */
     uint64_t streamed_bytes; /* sum of the streamed units' spans: bytes read per step */
 } sl_plan;
 
-/* Bytes of the KV cache and of the activation region for a request, the
- * parts of the budget that do not depend on the weights. */
+/* Bytes of the KV cache for a request: a part of the budget that does not
+ * depend on the weights. */
 uint64_t sl_plan_kv_bytes(const sl_hparams *hp, const sl_plan_req *req);
-uint64_t sl_plan_act_bytes(const sl_hparams *hp, const sl_plan_req *req);
 
 /* Computes the plan for `m` under req. Returns 0 and fills *out (free with
  * sl_plan_free); -SL_EINVAL for a request with a zero field or ring_depth <
