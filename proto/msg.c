@@ -898,6 +898,10 @@ int sl_msg_unpack(const uint8_t *buf, size_t len, sl_msg *m)
         SL_ERROR("message of %zu bytes, at most %zu allowed", len, (size_t)SL_PROTO_MAX_MSG);
         return -SL_ERANGE;
     }
+    if (!buf || len == 0) {
+        SL_ERROR("empty message");
+        return -SL_EFORMAT;
+    }
     uint64_t v = 0, id = 0;
     bool has_v = false;
     sl_msg_str t = {0};
