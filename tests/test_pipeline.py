@@ -201,7 +201,10 @@ def test_concurrent_clients_and_bad_messages():
                 r = msgpack.unpackb(a.recv(), raw=False) if a.poll(10000) else None
                 check(r is not None and r.get("t") == "error" and r.get("code") == code,
                       "%s gets an error with code %d: %r" % (what, code, r))
-            # Oversized: libzmq drops the connection before reading it.
+            # Over a field's cap but within the message cap: an error reply.
+            r = request(a, generate_msg(505, "x" * (5 << 20)))
+            check(r is not None and r.get("t") == "error" and r.get("code") == 8, "a 5 MiB prompt: %r" % r)
+            # Over the message cap: libzmq drops the connection before reading it.
             big = client(ctx, pl.ep)
             big.send(b"\x00" * (9 << 20))
             check(not big.poll(2000), "an oversized message gets no reply")
