@@ -324,8 +324,9 @@ static void handle_client(coord *c)
                 sl_msg_tokens_get(&m.detokenize.tokens, ids, n);
                 unsigned flags = m.detokenize.special ? SL_TOK_RENDER_SPECIAL : 0;
                 len = sl_tokenizer_decode(c->tok, ids, n, flags, NULL, 0);
+                /* The first count is an upper bound (see tokenizer.h). */
                 if (len >= 0 && (size_t)len <= SL_PROTO_MAX_TEXT && (text = malloc((size_t)len + 1)))
-                    sl_tokenizer_decode(c->tok, ids, n, flags, text, (size_t)len);
+                    len = sl_tokenizer_decode(c->tok, ids, n, flags, text, (size_t)len);
             }
             if (!text) {
                 send_error(c, &env, m.id, len < 0 ? SL_ERANGE : SL_ENOMEM, "cannot detokenize these ids");

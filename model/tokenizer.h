@@ -99,9 +99,12 @@ int sl_tokenizer_encode(const sl_tokenizer *tk, const char *text, size_t len, un
  * first token loses one leading space when the vocabulary adds a space
  * prefix, unless SL_TOK_REMOVE_SPECIAL removed a BOS in front of it; then,
  * for vocabularies that ask for it, the spaces before , . ! ? and before
- * 's 'm 're 've are removed and " ' " becomes "'". Like snprintf, returns the
- * byte count and writes min(count, cap) bytes (no NUL terminator).
- * -SL_ERANGE (logged) for an id outside the vocabulary. Allocates nothing. */
+ * 's 'm 're 've are removed and " ' " becomes "'". When the text fits in
+ * cap, returns its byte count (no NUL terminator is written). When it does
+ * not, writes a prefix and returns an upper bound on the count (the space
+ * clean-up needs the whole text): call again with at least that much room,
+ * and use the second result. -SL_ERANGE (logged) for an id outside the
+ * vocabulary. Allocates nothing. */
 long sl_tokenizer_decode(const sl_tokenizer *tk, const int32_t *ids, size_t n, unsigned flags, char *out,
                          size_t cap);
 

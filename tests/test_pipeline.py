@@ -180,6 +180,12 @@ def test_concurrent_clients_and_bad_messages():
             a, b = client(ctx, pl.ep), client(ctx, pl.ep)
             st = request(a, {"v": 1, "t": "status", "id": 7})
             check(st is not None and st.get("t") == "status_reply" and st.get("id") == 7, "status reply: %r" % st)
+            r = request(a, {"v": 1, "t": "tokenize", "id": 8, "text": prompts[0], "add_bos": True})
+            check(r is not None and r.get("t") == "tokens" and r.get("tokens") == [1, 403, 407, 261, 378],
+                  "tokenize reply: %r" % r)
+            r = request(a, {"v": 1, "t": "detokenize", "id": 9, "tokens": [1, 403, 407, 261, 378]})
+            check(r is not None and r.get("t") == "text" and r.get("text").strip() == prompts[0].encode(),
+                  "detokenize reply: %r" % r)
             # Both requests are in before either finishes: they share steps.
             a.send(msgpack.packb(generate_msg(101, prompts[0])))
             b.send(msgpack.packb(generate_msg(202, prompts[1])))
