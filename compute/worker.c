@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "common/log.h"
 #include "compute/forward.h"
@@ -24,7 +23,7 @@
 
 #define WAIT_NS 200000000ll /* wake at least this often to heartbeat and check for stop */
 
-static volatile sig_atomic_t g_stop;
+static volatile int g_stop; /* set by SIGTERM / SIGINT */
 static void on_signal(int sig) { (void)sig; g_stop = 1; }
 
 typedef struct worker {
@@ -104,20 +103,6 @@ static void usage(FILE *out)
                  "  -h, --help           this text\n");
 }
 
-/* Waits for the coordinator to publish the segments (it may start after us). */
-static int attach(const char *instance, sl_layout **l)
-{
-    for (int tries = 0; tries < 300 && !g_stop; tries++) {
-        int rc = sl_layout_attach(instance, l);
-        if (rc != -SL_ENOTFOUND)
-            return rc;
-        usleep(100000);
-    }
-    if (!g_stop)
-        SL_ERROR("no pipeline '%s' appeared within 30 s", instance);
-    return -SL_ENOTFOUND;
-}
-
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {{"instance", required_argument, 0, 'i'},
@@ -157,7 +142,7 @@ int main(int argc, char **argv)
     sl_pool *pool = NULL;
     bool registered = false;
     int status = 1, rc;
-    if ((rc = attach(instance, &w.l)))
+    if ((rc = sl_layout_attach_wait(instance, 30.0, &g_stop, &w.l)))
         return 1;
     sl_layout_plan *p = w.l->plan;
     if (threads == 0 || (uint32_t)threads > p->n_threads)

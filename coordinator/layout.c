@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 
@@ -153,6 +154,21 @@ int sl_layout_attach(const char *instance, sl_layout **out)
     }
     *out = l;
     return 0;
+}
+
+int sl_layout_attach_wait(const char *instance, double seconds, const volatile int *stop, sl_layout **out)
+{
+    int rc = -SL_ENOTFOUND;
+    for (double waited = 0; !*stop; waited += 0.1) {
+        if ((rc = sl_layout_attach(instance, out)) != -SL_ENOTFOUND)
+            return rc;
+        if (waited >= seconds) {
+            SL_ERROR("no pipeline '%s' appeared within %.0f s", instance, seconds);
+            break;
+        }
+        usleep(100000);
+    }
+    return rc;
 }
 
 static void close_tables(sl_layout *l)

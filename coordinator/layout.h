@@ -164,6 +164,12 @@ int sl_layout_create(const sl_layout_spec *spec, sl_layout **out);
  * negative error is logged. */
 int sl_layout_attach(const char *instance, sl_layout **out);
 
+/* sl_layout_attach, retried every 100 ms for up to `seconds` while the
+ * segments do not exist yet (a loader or worker may start before its
+ * coordinator) and *stop stays 0. Returns what the last attempt returned;
+ * logs when it gives up waiting. Blocks. */
+int sl_layout_attach_wait(const char *instance, double seconds, const volatile int *stop, sl_layout **out);
+
 /* Unmaps (segments stay). NULL accepted. */
 void sl_layout_close(sl_layout *l);
 

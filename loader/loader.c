@@ -20,7 +20,7 @@
 
 #define WAIT_NS 200000000ll /* wake at least this often to heartbeat and check for stop */
 
-static volatile sig_atomic_t g_stop;
+static volatile int g_stop; /* set by SIGTERM / SIGINT */
 static void on_signal(int sig) { (void)sig; g_stop = 1; }
 
 static void usage(FILE *out)
@@ -98,15 +98,9 @@ int main(int argc, char **argv)
     sl_reader *r = NULL;
     uint32_t rid = 0;
     bool registered = false;
-    int status = 1, rc = -SL_ENOTFOUND;
-    for (int tries = 0; tries < 300 && !g_stop && rc == -SL_ENOTFOUND; tries++)
-        if ((rc = sl_layout_attach(instance, &l)) == -SL_ENOTFOUND)
-            usleep(100000);
-    if (rc) {
-        if (rc == -SL_ENOTFOUND && !g_stop)
-            SL_ERROR("no pipeline '%s' appeared within 30 s", instance);
+    int status = 1;
+    if (sl_layout_attach_wait(instance, 30.0, &g_stop, &l))
         return 1;
-    }
     if (sl_proctab_register(l->procs, SL_ROLE_LOADER, &rid))
         goto out;
     registered = true;
