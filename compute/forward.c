@@ -25,6 +25,8 @@ typedef struct layout {
     size_t rope;   /* [n_batch][n_rot]: cos of each pair, then sin */
     size_t scores; /* [n_threads][score_stride] */
     size_t score_stride;
+    size_t qact;       /* quantized matmul inputs: sl_matmul_scratch_bytes(..., 2) bytes */
+    size_t qact_bytes;
     size_t total;
 } layout;
 
@@ -57,6 +59,12 @@ static bool make_layout(const sl_hparams *hp, uint32_t n_batch, uint32_t n_ctx, 
               region(&c, &l->gate, n_batch, hp->n_ff, 1) && region(&c, &l->up, n_batch, hp->n_ff, 1) &&
               region(&c, &l->rope, n_batch, hp->n_rot, 1) &&
               region(&c, &l->scores, n_threads, l->score_stride, 1);
+    /* Matmul inputs: one call quantizes at most two (input, format) pairs:
+     * its one input, for weights of a 32-block and of a 256-block type. */
+    uint32_t max_cols = hp->n_embd > hp->n_ff ? hp->n_embd : hp->n_ff;
+    max_cols = hp->n_head * hp->head_dim_v > max_cols ? hp->n_head * hp->head_dim_v : max_cols;
+    l->qact_bytes = sl_matmul_scratch_bytes(max_cols, n_batch, 2);
+    ok = ok && l->qact_bytes && region(&c, &l->qact, (l->qact_bytes + 3) / 4, 1, 1);
     l->total = c;
     return ok;
 }
@@ -95,17 +103,6 @@ int sl_forward_init(sl_forward *f, const sl_hparams *hp, sl_pool *pool, uint32_t
 }
 
 /* ---- element-wise pieces ------------------------------------------------ */
-
-/* y = x / sqrt(mean(x^2) + eps) * w. y may equal x. */
-static void rms_norm(const float *x, const float *w, float *y, int64_t n, float eps)
-{
-    double ss = 0.0;
-    for (int64_t i = 0; i < n; i++)
-        ss += (double)(x[i] * x[i]);
-    const float scale = 1.0f / sqrtf((float)(ss / (double)n) + eps);
-    for (int64_t i = 0; i < n; i++)
-        y[i] = x[i] * scale * w[i];
-}
 
 /* Rotates one head of `dim` floats in place by the pair angles whose cos and
  * sin are cs[0 .. n_rot/2) and cs[n_rot/2 .. n_rot). Dimensions past n_rot
@@ -151,7 +148,7 @@ static void norm_tokens(const layer_ctx *c, const sl_tensor *norm, int64_t b, in
     const uint32_t d = c->f->hp->n_embd;
     float *xn = c->f->scratch + c->l->xn;
     for (int64_t t = b; t < e; t++)
-        rms_norm(c->x + t * d, norm->data, xn + t * d, d, c->f->hp->rms_eps);
+        c->f->kern->rms_norm(c->x + t * d, norm->data, xn + t * d, d, c->f->hp->rms_eps);
 }
 
 static void attn_norm_job(void *ctx, int64_t b, int64_t e, uint32_t worker)
@@ -192,9 +189,9 @@ static void qkv_post_job(void *ctx, int64_t b, int64_t e, uint32_t worker)
         add_bias(v, &w->t[SL_LW_V_BIAS], vdim);
         if (w->t[SL_LW_Q_NORM].data) {
             for (uint32_t h = 0; h < hp->n_head; h++)
-                rms_norm(q + h * hdk, w->t[SL_LW_Q_NORM].data, q + h * hdk, hdk, hp->rms_eps);
+                c->f->kern->rms_norm(q + h * hdk, w->t[SL_LW_Q_NORM].data, q + h * hdk, hdk, hp->rms_eps);
             for (uint32_t h = 0; h < hp->n_head_kv; h++)
-                rms_norm(k + h * hdk, w->t[SL_LW_K_NORM].data, k + h * hdk, hdk, hp->rms_eps);
+                c->f->kern->rms_norm(k + h * hdk, w->t[SL_LW_K_NORM].data, k + h * hdk, hdk, hp->rms_eps);
         }
         /* Angles in double: positions times small frequencies lose bits in
          * float, and this costs n_rot/2 sin/cos per token per layer. */
@@ -221,6 +218,7 @@ static void attention_job(void *ctx, int64_t b, int64_t e, uint32_t worker)
     const uint32_t qdim = hp->n_head * hdk, kdim = hp->n_head_kv * hdk, vdim = hp->n_head_kv * hdv;
     const uint32_t odim = hp->n_head * hdv, group = hp->n_head / hp->n_head_kv;
     const float scale = 1.0f / sqrtf((float)hdk);
+    const sl_kernels *kern = c->f->kern;
     float *s = c->f->scratch + c->l->scores + worker * c->l->score_stride;
     for (int64_t it = b; it < e; it++) {
         const uint32_t t = (uint32_t)(it / hp->n_head), h = (uint32_t)(it % hp->n_head);
@@ -229,25 +227,16 @@ static void attention_job(void *ctx, int64_t b, int64_t e, uint32_t worker)
         float mx = -INFINITY;
         for (uint32_t j = 0; j <= last; j++) {
             const float *k = c->k_cache + (size_t)j * kdim + (size_t)g * hdk;
-            float dot = 0.0f;
-            for (uint32_t d = 0; d < hdk; d++)
-                dot += q[d] * k[d];
-            s[j] = dot * scale;
+            s[j] = kern->vdot(q, k, hdk) * scale;
             mx = s[j] > mx ? s[j] : mx;
         }
-        double sum = 0.0;
-        for (uint32_t j = 0; j <= last; j++) {
-            s[j] = expf(s[j] - mx);
-            sum += (double)s[j];
-        }
+        const double sum = kern->exp_sum(s, mx, (int64_t)last + 1);
         const float inv = (float)(1.0 / sum);
         float *o = c->f->scratch + c->l->att + (size_t)t * odim + (size_t)h * hdv;
         memset(o, 0, hdv * sizeof *o);
         for (uint32_t j = 0; j <= last; j++) {
             const float p = s[j] * inv;
-            const float *v = c->v_cache + (size_t)j * vdim + (size_t)g * hdv;
-            for (uint32_t d = 0; d < hdv; d++)
-                o[d] += p * v[d];
+            kern->axpy(o, p, c->v_cache + (size_t)j * vdim + (size_t)g * hdv, hdv);
         }
     }
 }
@@ -270,10 +259,7 @@ static void swiglu_job(void *ctx, int64_t b, int64_t e, uint32_t worker)
     const layer_ctx *c = ctx;
     const size_t f = c->f->hp->n_ff;
     float *gate = c->f->scratch + c->l->gate, *up = c->f->scratch + c->l->up;
-    for (size_t i = (size_t)b * f; i < (size_t)e * f; i++) {
-        const float g = gate[i];
-        gate[i] = g / (1.0f + expf(-g)) * up[i];
-    }
+    c->f->kern->silu_mul(gate + (size_t)b * f, up + (size_t)b * f, (int64_t)(e - b) * (int64_t)f);
 }
 
 /* x += xn, the FFN output. */
@@ -371,11 +357,11 @@ int sl_forward_layer(const sl_forward *f, const sl_layer_weights *w, float *x, u
         {&w->t[SL_LW_K], s + l.xn, c.k_rows},
         {&w->t[SL_LW_V], s + l.xn, c.v_rows},
     };
-    sl_matmul(f->pool, f->kern, qkv, 3, n);
+    sl_matmul(f->pool, f->kern, qkv, 3, n, s + l.qact, l.qact_bytes);
     sl_pool_run(f->pool, n, qkv_post_job, &c);
     sl_pool_run(f->pool, (int64_t)n * hp->n_head, attention_job, &c);
     const sl_matmul_op o = {&w->t[SL_LW_O], s + l.att, s + l.xn};
-    sl_matmul(f->pool, f->kern, &o, 1, n);
+    sl_matmul(f->pool, f->kern, &o, 1, n, s + l.qact, l.qact_bytes);
     if (w->t[SL_LW_O_BIAS].data)
         sl_pool_run(f->pool, n, add_o_bias_job, &c);
 
@@ -385,10 +371,10 @@ int sl_forward_layer(const sl_forward *f, const sl_layer_weights *w, float *x, u
         {&w->t[SL_LW_GATE], s + l.xn, s + l.gate},
         {&w->t[SL_LW_UP], s + l.xn, s + l.up},
     };
-    sl_matmul(f->pool, f->kern, gate_up, 2, n);
+    sl_matmul(f->pool, f->kern, gate_up, 2, n, s + l.qact, l.qact_bytes);
     sl_pool_run(f->pool, n, swiglu_job, &c);
     const sl_matmul_op down = {&w->t[SL_LW_DOWN], s + l.gate, s + l.xn};
-    sl_matmul(f->pool, f->kern, &down, 1, n);
+    sl_matmul(f->pool, f->kern, &down, 1, n, s + l.qact, l.qact_bytes);
     sl_pool_run(f->pool, n, residual_job, &c);
     return 0;
 }
@@ -407,8 +393,8 @@ int sl_forward_output(const sl_forward *f, const sl_global_weights *g, const flo
     float *xn = f->scratch + l.xn;
     const uint32_t d = hp->n_embd, first = all_tokens ? 0 : n - 1, m = n - first;
     for (uint32_t t = 0; t < m; t++)
-        rms_norm(x + (size_t)(first + t) * d, norm->data, xn + (size_t)t * d, d, hp->rms_eps);
+        f->kern->rms_norm(x + (size_t)(first + t) * d, norm->data, xn + (size_t)t * d, d, hp->rms_eps);
     const sl_matmul_op op = {out, xn, logits};
-    sl_matmul(f->pool, f->kern, &op, 1, m);
+    sl_matmul(f->pool, f->kern, &op, 1, m, f->scratch + l.qact, l.qact_bytes);
     return 0;
 }

@@ -5,6 +5,7 @@
 #include "compute/quant.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "common/half.h"
@@ -546,6 +547,337 @@ static void from_float_q6_k(const float *src, void *dst, int64_t n)
     }
 }
 
+/* ---- activation rows and integer dot products ----------------------------------
+ * The reference for the quantized-activation path (layouts in quant.h). Each
+ * weight block is first unpacked into its small integers (quants with their
+ * fixed offset applied) and integer sub-block scales, then multiplied with
+ * the activation quants exactly in integers; only the per-block combination
+ * with the float scales rounds. */
+
+size_t sl_quant_act_row_bytes(uint32_t act, int64_t n)
+{
+    SL_ASSERT(act < SL_ACT_COUNT && n >= 0 && n % sl_quant_act_block(act) == 0);
+    size_t bytes;
+    switch (act) {
+    case SL_ACT_Q8_0:
+        bytes = (size_t)n + 8 * (size_t)(n / SL_QK);
+        break;
+    case SL_ACT_Q8_K:
+        bytes = (size_t)n + 4 * (size_t)(n / SL_QK_K) + (size_t)n / 8;
+        break;
+    default:
+        bytes = (size_t)n * sizeof(float);
+        break;
+    }
+    /* One spare vector for kernels' whole-vector loads, then to 64 bytes. */
+    return (bytes + 64 + 63) / 64 * 64;
+}
+
+int64_t sl_quant_act_block(uint32_t act)
+{
+    return act == SL_ACT_Q8_0 ? SL_QK : act == SL_ACT_Q8_K ? SL_QK_K : 1;
+}
+
+static float abs_max(const float *x, int n)
+{
+    float amax = 0.0f;
+    for (int j = 0; j < n; j++)
+        amax = fmaxf(amax, fabsf(x[j]));
+    return amax;
+}
+
+/* q = round-to-nearest-even(x * id): what SIMD conversions do in the default
+ * rounding mode, so native quantizers can match these bytes exactly. */
+static int8_t quant8(float x, float id)
+{
+    return (int8_t)nearbyintf(x * id);
+}
+
+static void quantize_q8_0(const float *x, void *dst, int64_t n)
+{
+    SL_ASSERT(n % SL_QK == 0);
+    int8_t *qs = dst;
+    float *d = (float *)(qs + n);
+    int32_t *s = (int32_t *)(d + n / SL_QK);
+    for (int64_t i = 0; i < n / SL_QK; i++) {
+        const float *xb = x + i * SL_QK;
+        const float dd = abs_max(xb, SL_QK) / 127.0f;
+        const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
+        int32_t sum = 0;
+        for (int j = 0; j < SL_QK; j++) {
+            qs[i * SL_QK + j] = quant8(xb[j], id);
+            sum += qs[i * SL_QK + j];
+        }
+        d[i] = dd;
+        s[i] = sum;
+    }
+}
+
+static void quantize_q8_k(const float *x, void *dst, int64_t n)
+{
+    SL_ASSERT(n % SL_QK_K == 0);
+    int8_t *qs = dst;
+    float *d = (float *)(qs + n);
+    int16_t *bsums = (int16_t *)(d + n / SL_QK_K);
+    for (int64_t i = 0; i < n / SL_QK_K; i++) {
+        const float *xb = x + i * SL_QK_K;
+        const float dd = abs_max(xb, SL_QK_K) / 127.0f;
+        const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
+        for (int j = 0; j < SL_QK_K; j++)
+            qs[i * SL_QK_K + j] = quant8(xb[j], id);
+        for (int k = 0; k < SL_QK_K / 16; k++) {
+            int sum = 0;
+            for (int j = 0; j < 16; j++)
+                sum += qs[i * SL_QK_K + 16 * k + j];
+            bsums[i * (SL_QK_K / 16) + k] = (int16_t)sum;
+        }
+        d[i] = dd;
+    }
+}
+
+static int32_t idot(const int8_t *a, const int8_t *b, int n)
+{
+    int32_t s = 0;
+    for (int j = 0; j < n; j++)
+        s += (int32_t)a[j] * b[j];
+    return s;
+}
+
+/* Legacy blocks: the 32 weight integers (offset applied: Q4_0 and Q5_0 give
+ * q - 8 and q - 16; Q4_1 and Q5_1 give q, their offset m is separate), the
+ * scale d and the offset m (0 for the symmetric types). */
+typedef void (*unpack32_fn)(const void *blk, int8_t *q, float *d, float *m);
+
+static void unpack_q4_0(const void *blk, int8_t *q, float *d, float *m)
+{
+    const sl_block_q4_0 *b = blk;
+    for (int j = 0; j < SL_QK / 2; j++) {
+        q[j] = (int8_t)((b->qs[j] & 15) - 8);
+        q[j + SL_QK / 2] = (int8_t)((b->qs[j] >> 4) - 8);
+    }
+    *d = sl_f16_to_f32(b->d);
+    *m = 0.0f;
+}
+
+static void unpack_q4_1(const void *blk, int8_t *q, float *d, float *m)
+{
+    const sl_block_q4_1 *b = blk;
+    for (int j = 0; j < SL_QK / 2; j++) {
+        q[j] = (int8_t)(b->qs[j] & 15);
+        q[j + SL_QK / 2] = (int8_t)(b->qs[j] >> 4);
+    }
+    *d = sl_f16_to_f32(b->d);
+    *m = sl_f16_to_f32(b->m);
+}
+
+static void unpack_q5(const uint8_t *qs, const uint8_t *qh4, int offset, int8_t *q)
+{
+    uint32_t qh;
+    memcpy(&qh, qh4, sizeof qh);
+    for (int j = 0; j < SL_QK / 2; j++) {
+        q[j] = (int8_t)(((qs[j] & 15) | (int)((qh >> j) & 1) << 4) - offset);
+        q[j + SL_QK / 2] = (int8_t)(((qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4) - offset);
+    }
+}
+
+static void unpack_q5_0(const void *blk, int8_t *q, float *d, float *m)
+{
+    const sl_block_q5_0 *b = blk;
+    unpack_q5(b->qs, b->qh, 16, q);
+    *d = sl_f16_to_f32(b->d);
+    *m = 0.0f;
+}
+
+static void unpack_q5_1(const void *blk, int8_t *q, float *d, float *m)
+{
+    const sl_block_q5_1 *b = blk;
+    unpack_q5(b->qs, b->qh, 0, q);
+    *d = sl_f16_to_f32(b->d);
+    *m = sl_f16_to_f32(b->m);
+}
+
+static void unpack_q8_0(const void *blk, int8_t *q, float *d, float *m)
+{
+    const sl_block_q8_0 *b = blk;
+    memcpy(q, b->qs, SL_QK);
+    *d = sl_f16_to_f32(b->d);
+    *m = 0.0f;
+}
+
+/* One row of a legacy type against a Q8_0 activation row:
+ * sum += (d * dx) * isum + (m * dx) * s, block by block. */
+static inline float vdot32(unpack32_fn unpack, bool has_min, size_t bbytes, const void *w, const void *a,
+                           int64_t n)
+{
+    const uint8_t *p = w;
+    const int8_t *xq = a;
+    const float *xd = sl_act_q8_0_d(a, n);
+    const int32_t *xs = sl_act_q8_0_s(a, n);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / SL_QK; i++) {
+        int8_t q[SL_QK];
+        float d, m;
+        unpack(p + (size_t)i * bbytes, q, &d, &m);
+        const int32_t isum = idot(q, xq + i * SL_QK, SL_QK);
+        sum += (d * xd[i]) * (float)isum;
+        if (has_min)
+            sum += (m * xd[i]) * (float)xs[i];
+    }
+    return sum;
+}
+
+/* k-quant super-blocks: the 256 weight integers, 16 integer scales (one per
+ * 16 elements; Q4_K and Q5_K repeat each 32-element scale twice), 16
+ * integer mins in the same way (0 for the types without), and the float
+ * factors d and dmin: element = d * sc * q - dmin * mn. */
+typedef struct kunpacked {
+    int8_t q[SL_QK_K];
+    int sc[16], mn[16];
+    float d, dmin;
+} kunpacked;
+
+static void kunpack_q2_k(const void *blk, kunpacked *u)
+{
+    const sl_block_q2_k *b = blk;
+    for (int h = 0; h < 2; h++)
+        for (int s = 0; s < 4; s++)
+            for (int l = 0; l < 32; l++)
+                u->q[128 * h + 32 * s + l] = (int8_t)((b->qs[32 * h + l] >> (2 * s)) & 3);
+    for (int k = 0; k < 16; k++) {
+        u->sc[k] = b->scales[k] & 15;
+        u->mn[k] = b->scales[k] >> 4;
+    }
+    u->d = sl_f16_to_f32(b->d);
+    u->dmin = sl_f16_to_f32(b->dmin);
+}
+
+static void kunpack_q3_k(const void *blk, kunpacked *u)
+{
+    const sl_block_q3_k *b = blk;
+    for (int h = 0; h < 2; h++)
+        for (int s = 0; s < 4; s++)
+            for (int l = 0; l < 32; l++) {
+                const int i = 128 * h + 32 * s + l;
+                const int lo = (b->qs[32 * h + l] >> (2 * s)) & 3;
+                u->q[i] = (int8_t)(lo - (((b->hmask[l] >> (i / 32)) & 1) ? 0 : 4));
+            }
+    for (int k = 0; k < 16; k++) {
+        u->sc[k] = sl_quant_q3_k_scale(k, b->scales);
+        u->mn[k] = 0;
+    }
+    u->d = sl_f16_to_f32(b->d);
+    u->dmin = 0.0f;
+}
+
+static void k4_scales(const uint8_t *scales, kunpacked *u)
+{
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        sl_quant_k4_scale_min(j, scales, &sc, &m);
+        u->sc[2 * j] = u->sc[2 * j + 1] = sc;
+        u->mn[2 * j] = u->mn[2 * j + 1] = m;
+    }
+}
+
+static void kunpack_q4_k(const void *blk, kunpacked *u)
+{
+    const sl_block_q4_k *b = blk;
+    for (int g = 0; g < 4; g++)
+        for (int l = 0; l < 32; l++) {
+            u->q[64 * g + l] = (int8_t)(b->qs[32 * g + l] & 15);
+            u->q[64 * g + 32 + l] = (int8_t)(b->qs[32 * g + l] >> 4);
+        }
+    k4_scales(b->scales, u);
+    u->d = sl_f16_to_f32(b->d);
+    u->dmin = sl_f16_to_f32(b->dmin);
+}
+
+static void kunpack_q5_k(const void *blk, kunpacked *u)
+{
+    const sl_block_q5_k *b = blk;
+    for (int g = 0; g < 4; g++)
+        for (int l = 0; l < 32; l++) {
+            u->q[64 * g + l] = (int8_t)((b->qs[32 * g + l] & 15) | ((b->qh[l] >> (2 * g)) & 1) << 4);
+            u->q[64 * g + 32 + l] = (int8_t)((b->qs[32 * g + l] >> 4) | ((b->qh[l] >> (2 * g + 1)) & 1) << 4);
+        }
+    k4_scales(b->scales, u);
+    u->d = sl_f16_to_f32(b->d);
+    u->dmin = sl_f16_to_f32(b->dmin);
+}
+
+static void kunpack_q6_k(const void *blk, kunpacked *u)
+{
+    const sl_block_q6_k *b = blk;
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+        int8_t *q = u->q + 128 * h;
+        for (int l = 0; l < 32; l++) {
+            q[l] = (int8_t)(((ql[l] & 15) | ((qh[l] >> 0) & 3) << 4) - 32);
+            q[l + 32] = (int8_t)(((ql[l + 32] & 15) | ((qh[l] >> 2) & 3) << 4) - 32);
+            q[l + 64] = (int8_t)(((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32);
+            q[l + 96] = (int8_t)(((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32);
+        }
+    }
+    for (int k = 0; k < 16; k++) {
+        u->sc[k] = b->scales[k];
+        u->mn[k] = 0;
+    }
+    u->d = sl_f16_to_f32(b->d);
+    u->dmin = 0.0f;
+}
+
+typedef void (*kunpack_fn)(const void *blk, kunpacked *u);
+
+/* One row of a k-quant against a Q8_K activation row: per super-block,
+ * isum = sum_k sc[k] * (quants . activation quants over sub-block k) and
+ * msum = sum_k mn[k] * bsums[k], exact; then
+ * sum += (dx * d) * isum - (dx * dmin) * msum. */
+static inline float vdot256(kunpack_fn unpack, bool has_min, size_t bbytes, const void *w, const void *a,
+                            int64_t n)
+{
+    const uint8_t *p = w;
+    const int8_t *xq = a;
+    const float *xd = sl_act_q8_k_d(a, n);
+    const int16_t *bsums = sl_act_q8_k_bsums(a, n);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / SL_QK_K; i++) {
+        kunpacked u;
+        unpack(p + (size_t)i * bbytes, &u);
+        int32_t isum = 0, msum = 0;
+        for (int k = 0; k < 16; k++) {
+            isum += u.sc[k] * idot(u.q + 16 * k, xq + i * SL_QK_K + 16 * k, 16);
+            msum += u.mn[k] * bsums[i * 16 + k];
+        }
+        sum += (xd[i] * u.d) * (float)isum;
+        if (has_min)
+            sum -= (xd[i] * u.dmin) * (float)msum;
+    }
+    return sum;
+}
+
+/* The reference tile: one row dot per output. */
+#define GEMM_FNS(name, vdot, unpack, has_min, btype)                                                                  \
+    static void gemm_##name(int64_t n, const void *w, size_t w_stride, int nr, const void *a,                \
+                            size_t a_stride, int nt, float *y, size_t y_stride)                              \
+    {                                                                                                        \
+        for (int t = 0; t < nt; t++)                                                                         \
+            for (int r = 0; r < nr; r++)                                                                     \
+                y[(size_t)t * y_stride + (size_t)r] =                                                        \
+                    vdot(unpack, has_min, sizeof(btype), (const uint8_t *)w + (size_t)r * w_stride,                   \
+                         (const uint8_t *)a + (size_t)t * a_stride, n);                                      \
+    }
+
+GEMM_FNS(q4_0, vdot32, unpack_q4_0, false, sl_block_q4_0)
+GEMM_FNS(q4_1, vdot32, unpack_q4_1, true, sl_block_q4_1)
+GEMM_FNS(q5_0, vdot32, unpack_q5_0, false, sl_block_q5_0)
+GEMM_FNS(q5_1, vdot32, unpack_q5_1, true, sl_block_q5_1)
+GEMM_FNS(q8_0, vdot32, unpack_q8_0, false, sl_block_q8_0)
+GEMM_FNS(q2_k, vdot256, kunpack_q2_k, true, sl_block_q2_k)
+GEMM_FNS(q3_k, vdot256, kunpack_q3_k, false, sl_block_q3_k)
+GEMM_FNS(q4_k, vdot256, kunpack_q4_k, true, sl_block_q4_k)
+GEMM_FNS(q5_k, vdot256, kunpack_q5_k, true, sl_block_q5_k)
+GEMM_FNS(q6_k, vdot256, kunpack_q6_k, false, sl_block_q6_k)
+
 /* ---- lookups ----------------------------------------------------------------- */
 
 sl_to_float_fn sl_quant_to_float(uint32_t type)
@@ -639,6 +971,66 @@ sl_from_float_fn sl_quant_from_float(uint32_t type)
         return from_float_q4_k;
     case SL_Q6_K:
         return from_float_q6_k;
+    default:
+        return NULL;
+    }
+}
+
+sl_quantize_fn sl_quant_quantize(uint32_t act)
+{
+    switch (act) {
+    case SL_ACT_Q8_0:
+        return quantize_q8_0;
+    case SL_ACT_Q8_K:
+        return quantize_q8_k;
+    default:
+        return NULL;
+    }
+}
+
+uint32_t sl_quant_act_of(uint32_t type)
+{
+    switch (type) {
+    case SL_Q4_0:
+    case SL_Q4_1:
+    case SL_Q5_0:
+    case SL_Q5_1:
+    case SL_Q8_0:
+        return SL_ACT_Q8_0;
+    case SL_Q2_K:
+    case SL_Q3_K:
+    case SL_Q4_K:
+    case SL_Q5_K:
+    case SL_Q6_K:
+        return SL_ACT_Q8_K;
+    default:
+        return SL_ACT_F32;
+    }
+}
+
+sl_gemm_fn sl_quant_gemm(uint32_t type)
+{
+    switch (type) {
+    case SL_Q4_0:
+        return gemm_q4_0;
+    case SL_Q4_1:
+        return gemm_q4_1;
+    case SL_Q5_0:
+        return gemm_q5_0;
+    case SL_Q5_1:
+        return gemm_q5_1;
+    case SL_Q8_0:
+        return gemm_q8_0;
+    case SL_Q2_K:
+        return gemm_q2_k;
+    case SL_Q3_K:
+        return gemm_q3_k;
+    case SL_Q4_K:
+        return gemm_q4_k;
+    case SL_Q5_K:
+        return gemm_q5_k;
+    case SL_Q6_K:
+        return gemm_q6_k;
     default:
         return NULL;
     }

@@ -242,4 +242,68 @@ sl_dot_fn sl_quant_dot(uint32_t type);
  * reference toolchain's search-based k-quant encoder). Static. */
 sl_from_float_fn sl_quant_from_float(uint32_t type);
 
+/* ---- Activation rows ---------------------------------------------------------
+ * For quantized weights a matmul re-encodes each token's activations once as
+ * an activation row (kernels.h, sl_act), then takes integer dot products.
+ * These rows live only in scratch memory, never in files; the layout is
+ * sluice's own (scales and sums apart from the quants, so that SIMD kernels
+ * load aligned vectors) and the same for every kernel variant. Every row
+ * starts 64-byte aligned and is followed by padding up to
+ * sl_quant_act_row_bytes, which kernels may read (never write) past the last
+ * field. Quants are round-to-nearest-even of x / d, so |q| <= 127.
+ *
+ * SL_ACT_Q8_0, n elements (n % 32 == 0), nb = n / 32 blocks of 32:
+ *   [0, n)              i8  qs[n]   element i = d[i / 32] * qs[i]
+ *   [n, n + 4nb)        f32 d[nb]   block scale: max |x| / 127 (0 for zeros)
+ *   [n + 4nb, n + 8nb)  i32 s[nb]   sum of the block's 32 quants
+ *
+ * SL_ACT_Q8_K, n elements (n % 256 == 0), nb = n / 256 blocks of 256:
+ *   [0, n)                  i8  qs[n]        element i = d[i / 256] * qs[i]
+ *   [n, n + 4nb)            f32 d[nb]        block scale: max |x| / 127
+ *   [n + 4nb, n + 4nb + n/8) i16 bsums[n/16] sum of each 16 consecutive quants
+ *
+ * SL_ACT_F32: n floats. */
+
+/* Bytes of one activation row of n elements in format `act` (a multiple of
+ * 64, padding included). n must be a multiple of the format's block size
+ * (asserted). Never fails. */
+size_t sl_quant_act_row_bytes(uint32_t act, int64_t n);
+
+/* Block size of activation format `act` (1, 32 or 256). */
+int64_t sl_quant_act_block(uint32_t act);
+
+/* Views of the fields of an activation row of n elements (see above). */
+static inline const float *sl_act_q8_0_d(const void *row, int64_t n)
+{
+    return (const float *)((const int8_t *)row + n);
+}
+static inline const int32_t *sl_act_q8_0_s(const void *row, int64_t n)
+{
+    return (const int32_t *)((const int8_t *)row + n + 4 * (n / 32));
+}
+static inline const float *sl_act_q8_k_d(const void *row, int64_t n)
+{
+    return (const float *)((const int8_t *)row + n);
+}
+static inline const int16_t *sl_act_q8_k_bsums(const void *row, int64_t n)
+{
+    return (const int16_t *)((const int8_t *)row + n + 4 * (n / 256));
+}
+
+/* Reference activation quantizer for format `act`, or NULL for SL_ACT_F32 and
+ * unknown formats. Static; never allocates. */
+sl_quantize_fn sl_quant_quantize(uint32_t act);
+
+/* Activation format the reference kernels use with weight type `type`
+ * (SL_ACT_Q8_0 for Q4_0 ... Q8_0, SL_ACT_Q8_K for the k-quants, SL_ACT_F32
+ * for the float types and anything unsupported). */
+uint32_t sl_quant_act_of(uint32_t type);
+
+/* Reference tile kernel (kernels.h) for quantized weight type `type`, or NULL
+ * for the float types and unsupported ones. Each output is the sum over the
+ * row's blocks, in order and in float, of (block scale factors) x (the
+ * block's exact integer dot product of weight quants and activation quants):
+ * e.g. Q4_0: sum += (d_w * d_x) * isum. Static; never allocates. */
+sl_gemm_fn sl_quant_gemm(uint32_t type);
+
 #endif

@@ -43,8 +43,13 @@ static const void *unit_acquire(void *ctx, uint32_t unit)
 {
     worker *w = ctx;
     const void *pinned = sl_layout_pinned_unit(w->l, unit);
-    if (pinned)
-        return pinned;
+    if (pinned) {
+        /* A step over pinned units waits for nothing, so beat here: a long
+         * step (a big prompt, the first touch of a large pinned region on a
+         * busy machine) must not look like a hung worker. A worker that was
+         * declared dead anyway gives up the step. */
+        return sl_proctab_heartbeat(w->l->procs, SL_ROLE_WORKER, w->rid) ? NULL : pinned;
+    }
     const sl_layout_unit *lu = &sl_layout_units(w->l->plan)[unit];
     for (;;) {
         uint32_t slot, gen;

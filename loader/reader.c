@@ -51,11 +51,15 @@ struct sl_reader {
 
 static atomic_flag g_warned_fallback = ATOMIC_FLAG_INIT;
 
-static uint64_t align_down(uint64_t v) { return v & ~(uint64_t)(SL_READER_ALIGN - 1); }
+static uint64_t align_down(uint64_t v)
+{
+    return v & ~(uint64_t)(SL_READER_ALIGN - 1);
+}
 
 sl_reader_opts sl_reader_opts_default(void)
 {
-    return (sl_reader_opts){.n_threads = SL_READER_DEFAULT_THREADS, .chunk = SL_READER_DEFAULT_CHUNK, .flags = 0};
+    return (sl_reader_opts){
+        .n_threads = SL_READER_DEFAULT_THREADS, .chunk = SL_READER_DEFAULT_CHUNK, .flags = 0};
 }
 
 size_t sl_reader_span(uint64_t offset, size_t len)
@@ -211,9 +215,10 @@ int sl_reader_open(const char *path, const sl_reader_opts *opts, sl_reader **out
     if (!path || o.chunk < SL_READER_ALIGN || o.chunk > SL_READER_MAX_CHUNK || o.chunk % SL_READER_ALIGN ||
         o.n_threads > SL_READER_MAX_THREADS ||
         (o.flags & ~(uint32_t)(SL_READER_BUFFERED | SL_READER_SIMULATE_NO_DIRECT))) {
-        SL_ERROR("bad options: path %s, chunk %u (a multiple of %u up to %u), %u threads (at most %u), flags %#x",
-                 path ? path : "(null)", o.chunk, SL_READER_ALIGN, SL_READER_MAX_CHUNK, o.n_threads,
-                 SL_READER_MAX_THREADS, o.flags);
+        SL_ERROR(
+            "bad options: path %s, chunk %u (a multiple of %u up to %u), %u threads (at most %u), flags %#x",
+            path ? path : "(null)", o.chunk, SL_READER_ALIGN, SL_READER_MAX_CHUNK, o.n_threads,
+            SL_READER_MAX_THREADS, o.flags);
         return -SL_EINVAL;
     }
     sl_reader *r = calloc(1, sizeof *r);
@@ -274,14 +279,21 @@ void sl_reader_close(sl_reader *r)
     free(r);
 }
 
-uint64_t sl_reader_size(const sl_reader *r) { return r->size; }
+uint64_t sl_reader_size(const sl_reader *r)
+{
+    return r->size;
+}
 
-bool sl_reader_direct(const sl_reader *r) { return r->direct; }
+bool sl_reader_direct(const sl_reader *r)
+{
+    return r->direct;
+}
 
 int sl_reader_read(sl_reader *r, uint64_t offset, size_t len, void *buf, size_t buf_size, size_t *skip)
 {
     if (!buf || !skip || len == 0 || (uintptr_t)buf % SL_READER_ALIGN != 0) {
-        SL_ERROR("%s: bad request: buffer %p (must be %u-aligned), length %zu", r->path, buf, SL_READER_ALIGN, len);
+        SL_ERROR("%s: bad request: buffer %p (must be %u-aligned), length %zu", r->path, buf, SL_READER_ALIGN,
+                 len);
         return -SL_EINVAL;
     }
     if (offset > r->size || len > r->size - offset) {

@@ -54,9 +54,9 @@ enum sl_reader_flags {
 };
 
 typedef struct sl_reader_opts {
-    uint32_t n_threads;  /* reader threads besides the caller; 0: none, all reads on the caller */
-    uint32_t chunk;      /* bytes per pread, a multiple of SL_READER_ALIGN in [ALIGN, MAX_CHUNK] */
-    uint32_t flags;      /* sl_reader_flags */
+    uint32_t n_threads; /* reader threads besides the caller; 0: none, all reads on the caller */
+    uint32_t chunk;     /* bytes per pread, a multiple of SL_READER_ALIGN in [ALIGN, MAX_CHUNK] */
+    uint32_t flags;     /* sl_reader_flags */
 } sl_reader_opts;
 
 /* The defaults: SL_READER_DEFAULT_THREADS threads, SL_READER_DEFAULT_CHUNK,

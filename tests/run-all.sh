@@ -2,13 +2,15 @@
 # Runs every test sluice has, in the order CI needs them:
 #   1. the Release build and its ctest suite (unit, kernel, end-to-end);
 #   2. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer;
-#   3. each libFuzzer target for a bounded time (SL_FUZZ_SECONDS, default 60).
+#   3. each libFuzzer target for a bounded time (SL_FUZZ_SECONDS, default 30);
+#   4. the aarch64 cross build (compute core, NEON kernels) and its suite
+#      under qemu-user.
 # Builds whatever is missing, so a fresh clone needs only the README's first
 # command (which installs the packages) before this one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
-fuzz_seconds=${SL_FUZZ_SECONDS:-60}
+fuzz_seconds=${SL_FUZZ_SECONDS:-30}
 
 stage() { printf '\n=== %s ===\n' "$*"; }
 
@@ -28,5 +30,11 @@ CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSL_FUZZ=ON
 cmake --build build-fuzz -j"$jobs"
 tests/fuzz/run.sh build-fuzz "$fuzz_seconds"
 
+stage "aarch64 cross build + tests under qemu-user (NEON)"
+cmake -S . -B build-arm -DCMAKE_BUILD_TYPE=Release -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
+  -DSL_KERNELS_ONLY=ON >/dev/null
+cmake --build build-arm -j"$jobs"
+ctest --test-dir build-arm --output-on-failure -j"$jobs"
+
 stage "summary"
-echo "all stages: 3 passed, 0 failed"
+echo "all stages: 4 passed, 0 failed"

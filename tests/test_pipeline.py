@@ -65,6 +65,21 @@ def minimum_budget(name):
     return int(m.group(1)) if m else None
 
 
+def check_storage_reads(what, err, streamed):
+    """`sluice run` measures the bytes its pipeline read from storage (the
+    processes' read_bytes); per generated token that is the plan's streamed
+    bytes per step, give or take the 4 KiB rounding of each unit and the
+    units prefetched across the ends of the measured window. Page-cache hits
+    are not storage reads, so the lower bound holds only with direct I/O."""
+    m = re.search(rb"then ([0-9.]+) MiB per generated token", err)
+    check(m is not None, "%s: storage reads are reported: %r" % (what, err[-400:]))
+    if not m or not streamed or b"does not support direct I/O" in err:
+        return
+    got, want = float(m.group(1)), float(streamed.group(1))
+    check(0.8 * want - 0.05 <= got <= 1.5 * want + 0.1,
+          "%s: %.3f MiB read per token, %.1f MiB streamed per step" % (what, got, want))
+
+
 def test_streaming_matches_in_process():
     names = sorted(f[:-5] for f in os.listdir(MODELS) if f.endswith(".gguf") and not f.startswith("tiny-moe"))
     for name in names:
@@ -85,6 +100,7 @@ def test_streaming_matches_in_process():
                 streamed = re.search(rb"streamed ([0-9.]+) MiB per step", p.stderr)
                 check(streamed is not None and (budget != low or float(streamed.group(1)) > 0),
                       "%s: the minimum budget streams weights" % what)
+                check_storage_reads(what, p.stderr, streamed)
         # Everything pinned (no budget) too.
         p = run(name)
         check(p.returncode == 0 and p.stdout == want, "%s: pinned pipeline output differs" % name)

@@ -66,8 +66,8 @@ static int fs_allows_direct(const char *path)
 }
 
 /* Reads [off, off + len) through the reader and compares with pread. */
-static void check_range(sl_reader *r, int plain_fd, uint8_t *buf, size_t buf_size, uint8_t *want, uint64_t off,
-                        size_t len, const char *what)
+static void check_range(sl_reader *r, int plain_fd, uint8_t *buf, size_t buf_size, uint8_t *want,
+                        uint64_t off, size_t len, const char *what)
 {
     size_t skip = 12345;
     int rc = sl_reader_read(r, off, len, buf, buf_size, &skip);
@@ -127,10 +127,12 @@ static void test_mode(const char *path, const char *what, const sl_reader_opts *
     /* Refused requests. */
     size_t skip;
     CHECK(sl_reader_read(r, FILE_SIZE, 1, buf, buf_size, &skip) == -SL_ERANGE, "%s: read at EOF", what);
-    CHECK(sl_reader_read(r, FILE_SIZE - 1, 2, buf, buf_size, &skip) == -SL_ERANGE, "%s: read across EOF", what);
+    CHECK(sl_reader_read(r, FILE_SIZE - 1, 2, buf, buf_size, &skip) == -SL_ERANGE, "%s: read across EOF",
+          what);
     CHECK(sl_reader_read(r, (uint64_t)FILE_SIZE * 4, 10, buf, buf_size, &skip) == -SL_ERANGE,
           "%s: read far past EOF", what);
-    CHECK(sl_reader_read(r, UINT64_MAX - 3, 10, buf, buf_size, &skip) == -SL_ERANGE, "%s: wrapping range", what);
+    CHECK(sl_reader_read(r, UINT64_MAX - 3, 10, buf, buf_size, &skip) == -SL_ERANGE, "%s: wrapping range",
+          what);
     CHECK(sl_reader_read(r, 0, 0, buf, buf_size, &skip) == -SL_EINVAL, "%s: empty range", what);
     CHECK(sl_reader_read(r, 0, 100, buf + 512, buf_size - 512, &skip) == -SL_EINVAL, "%s: misaligned buffer",
           what);
@@ -159,8 +161,8 @@ static void test_truncated(const char *path, const sl_reader_opts *o, const char
     uint8_t *buf = aligned_alloc(SL_READER_ALIGN, span);
     size_t skip;
     CHECK(sl_reader_read(r, 0, FILE_SIZE, buf, span, &skip) == -SL_EIO, "%s: whole truncated file", what);
-    CHECK(sl_reader_read(r, 3 * 1024 * 1024 + 50, 51, buf, span, &skip) == -SL_EIO, "%s: one byte past the cut",
-          what);
+    CHECK(sl_reader_read(r, 3 * 1024 * 1024 + 50, 51, buf, span, &skip) == -SL_EIO,
+          "%s: one byte past the cut", what);
     CHECK(sl_reader_read(r, 3 * 1024 * 1024 + 50, 50, buf, span, &skip) == 0, "%s: up to the cut", what);
     CHECK(sl_reader_read(r, 100, 3 * 1024 * 1024, buf, span, &skip) == 0, "%s: before the cut", what);
     free(buf);
