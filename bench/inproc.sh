@@ -121,10 +121,10 @@ for model in "${models[@]}"; do
     # take M - 1 forward passes: decode speed is (M - 1) / Y.
     pp=$(awk -v n="$p_tok" -v s="$p_s" 'BEGIN { printf "%.2f", n / s }')
     dec=$(awk -v n="$g_tok" -v s="$g_s" 'BEGIN { printf "%.2f", (n - 1) / s }')
-    bw=$(awk -v a="$bw0" -v b="$bw1" 'BEGIN { printf "%.1f", a > b ? a : b }')
-    best_pp=$(awk -v a="$best_pp" -v b="$pp" 'BEGIN { print a > b ? a : b }')
-    best_dec=$(awk -v a="$best_dec" -v b="$dec" 'BEGIN { print a > b ? a : b }')
-    best_bw=$(awk -v a="$best_bw" -v b="$bw" 'BEGIN { print a > b ? a : b }')
+    bw=$(awk -v a="$bw0" -v b="$bw1" 'BEGIN { printf "%.1f", (a > b ? a : b) }')
+    best_pp=$(awk -v a="$best_pp" -v b="$pp" 'BEGIN { print (a > b ? a : b) }')
+    best_dec=$(awk -v a="$best_dec" -v b="$dec" 'BEGIN { print (a > b ? a : b) }')
+    best_bw=$(awk -v a="$best_bw" -v b="$bw" 'BEGIN { print (a > b ? a : b) }')
   done
   bound=$(awk -v bw="$best_bw" -v b="$bytes" 'BEGIN { printf "%.2f", bw * 1e9 / b }')
   frac=$(awk -v d="$best_dec" -v m="$bound" 'BEGIN { printf "%.0f%%", 100 * d / m }')

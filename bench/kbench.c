@@ -12,11 +12,14 @@
  *
  * usage: sl-kbench [--type q4_0] [--threads N] [--rows R] [--cols C]
  *                  [--mib M] [--tokens T] [--reps N] [--params P] */
+#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -108,37 +111,63 @@ static uint32_t type_by_name(const char *name)
 
 int main(int argc, char **argv)
 {
-    const char *tname = "q4_0";
-    long threads = sysconf(_SC_NPROCESSORS_ONLN), rows = 11008, cols = 4096, mib = 1024, tokens = 256, reps = 5;
+    const char *tname = "q4_0", *file = NULL;
+    long threads = sysconf(_SC_NPROCESSORS_ONLN), rows = 11008, cols = 4096, mib = 1024, tokens = 256,
+         reps = 5;
     double params = 6.74e9;
-    static const struct option opts[] = {{"type", required_argument, 0, 'y'},   {"threads", required_argument, 0, 't'},
-                                         {"rows", required_argument, 0, 'r'},   {"cols", required_argument, 0, 'c'},
-                                         {"mib", required_argument, 0, 'm'},    {"tokens", required_argument, 0, 'n'},
-                                         {"reps", required_argument, 0, 'k'},   {"params", required_argument, 0, 'p'},
-                                         {"help", no_argument, 0, 'h'},         {0}};
+    static const struct option opts[] = {{"type", required_argument, 0, 'y'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"rows", required_argument, 0, 'r'},
+                                         {"cols", required_argument, 0, 'c'},
+                                         {"mib", required_argument, 0, 'm'},
+                                         {"tokens", required_argument, 0, 'n'},
+                                         {"reps", required_argument, 0, 'k'},
+                                         {"params", required_argument, 0, 'p'},
+                                         {"file", required_argument, 0, 'f'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0}};
     int c;
     while ((c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'y': tname = optarg; break;
-        case 't': threads = atol(optarg); break;
-        case 'r': rows = atol(optarg); break;
-        case 'c': cols = atol(optarg); break;
-        case 'm': mib = atol(optarg); break;
-        case 'n': tokens = atol(optarg); break;
-        case 'k': reps = atol(optarg); break;
-        case 'p': params = atof(optarg); break;
+        case 'y':
+            tname = optarg;
+            break;
+        case 't':
+            threads = atol(optarg);
+            break;
+        case 'r':
+            rows = atol(optarg);
+            break;
+        case 'c':
+            cols = atol(optarg);
+            break;
+        case 'm':
+            mib = atol(optarg);
+            break;
+        case 'n':
+            tokens = atol(optarg);
+            break;
+        case 'k':
+            reps = atol(optarg);
+            break;
+        case 'p':
+            params = atof(optarg);
+            break;
+        case 'f':
+            file = optarg;
+            break;
         default:
             fprintf(c == 'h' ? stdout : stderr,
                     "usage: sl-kbench [--type q4_0] [--threads N] [--rows R] [--cols C] [--mib M]\n"
-                    "                 [--tokens T] [--reps N] [--params P]\n");
+                    "                 [--tokens T] [--reps N] [--params P] [--file GGUF]\n");
             return c == 'h' ? 0 : 2;
         }
     }
     const uint32_t type = type_by_name(tname);
     if (type == SL_DTYPE_COUNT || threads < 1 || rows < 1 || cols < 1 || tokens < 1 || reps < 1 || mib < 0 ||
         sl_dtype_bytes(type, (uint64_t)cols) == 0) {
-        fprintf(stderr, "sl-kbench: bad arguments (type %s, cols %ld must be a multiple of its block)\n", tname,
-                cols);
+        fprintf(stderr, "sl-kbench: bad arguments (type %s, cols %ld must be a multiple of its block)\n",
+                tname, cols);
         return 2;
     }
     const sl_kernels *k = sl_kernels_get();
@@ -154,23 +183,42 @@ int main(int argc, char **argv)
     const size_t qbytes = sl_matmul_scratch_bytes(cols, (uint32_t)tokens, 1);
     void *q = NULL;
     if (posix_memalign((void **)&w, 4096, mat_bytes * (size_t)n_mats) ||
-        posix_memalign((void **)&y, 64, (size_t)tokens * (size_t)rows * sizeof *y) || posix_memalign(&q, 64, qbytes) ||
-        !x) {
+        posix_memalign((void **)&y, 64, (size_t)tokens * (size_t)rows * sizeof *y) ||
+        posix_memalign(&q, 64, qbytes) || !x) {
         fprintf(stderr, "sl-kbench: out of memory\n");
         return 1;
     }
-    for (int m = 0; m < n_mats; m++)
-        fill(type, w + (size_t)m * mat_bytes, rows, cols);
+    if (file) {
+        /* Decode over a mapped file's bytes (taken as rows of the type),
+         * to compare memory that is a file mapping with anonymous memory. */
+        int fd = open(file, O_RDONLY);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) || (size_t)st.st_size < mat_bytes * (size_t)n_mats) {
+            fprintf(stderr, "sl-kbench: %s: cannot map %zu bytes\n", file, mat_bytes * (size_t)n_mats);
+            return 1;
+        }
+        void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        close(fd);
+        if (map == MAP_FAILED)
+            return 1;
+        free(w);
+        w = map;
+        printf("weights: the first %.1f MiB of %s, mapped\n", (double)mat_bytes * n_mats / 1048576.0, file);
+    } else {
+        for (int m = 0; m < n_mats; m++)
+            fill(type, w + (size_t)m * mat_bytes, rows, cols);
+    }
     for (long i = 0; i < tokens * cols; i++)
         x[i] = (float)((double)(rng() >> 11) * 0x1p-53 - 0.5);
-    printf("kernels %s, %ld threads, %s %ld x %ld (%.1f MiB a matrix)\n", k->name, threads, sl_dtype_name(type),
-           rows, cols, (double)mat_bytes / 1048576.0);
+    printf("kernels %s, %ld threads, %s %ld x %ld (%.1f MiB a matrix)\n", k->name, threads,
+           sl_dtype_name(type), rows, cols, (double)mat_bytes / 1048576.0);
 
     /* decode: one token, every matrix in turn; each pass is followed by a
      * plain read of the same bytes on the same threads, so that the ratio is
      * measured under the same conditions (this machine may be shared). */
     double best = INFINITY, best_read = INFINITY;
-    read_job rj = {.p = (const uint64_t *)w, .n = mat_bytes * (size_t)n_mats / 8, .threads = (int64_t)threads};
+    read_job rj = {
+        .p = (const uint64_t *)w, .n = mat_bytes * (size_t)n_mats / 8, .threads = (int64_t)threads};
     for (long r = 0; r < reps; r++) {
         double t0 = now_s();
         for (int m = 0; m < n_mats; m++) {
@@ -185,8 +233,9 @@ int main(int argc, char **argv)
     }
     const double gbs = (double)mat_bytes * n_mats / best / 1e9;
     const double read_gbs = (double)mat_bytes * n_mats / best_read / 1e9;
-    printf("decode: %d matrices, %.1f MiB: %.2f GB/s of weights; plain read %.2f GB/s; %.0f%% (best of %ld)\n",
-           n_mats, (double)mat_bytes * n_mats / 1048576.0, gbs, read_gbs, 100.0 * gbs / read_gbs, reps);
+    printf(
+        "decode: %d matrices, %.1f MiB: %.2f GB/s of weights; plain read %.2f GB/s; %.0f%% (best of %ld)\n",
+        n_mats, (double)mat_bytes * n_mats / 1048576.0, gbs, read_gbs, 100.0 * gbs / read_gbs, reps);
 
     /* prompt: `tokens` tokens through one matrix */
     best = INFINITY;
@@ -203,7 +252,8 @@ int main(int argc, char **argv)
     printf("prompt: %ld tokens: %.1f GMAC/s, %.1f tokens/s for %.3g weights (best of %ld); "
            "%.1f GMAC per CPU-second\n",
            tokens, macs / 1e9, macs / params, params, reps, (double)rows * cols * tokens / best_cpu / 1e9);
-    free(w);
+    if (!file)
+        free(w);
     free(x);
     free(y);
     free(q);

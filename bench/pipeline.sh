@@ -3,9 +3,10 @@
 # (3.8 GB, synthesized once) run through `sluice run` under a memory budget
 # more than 10x smaller than the model, each figure beside its physical
 # bound measured on this machine in this run:
-#   - storage read bandwidth, direct I/O, cold (sl-storagebw), measured
-#     right before and right after every streamed run, and memory bandwidth
-#     (sl-membw);
+#   - storage read bandwidth, direct I/O, cold (sl-storagebw, best of 3
+#     passes), measured right before and right after every streamed run;
+#     the higher of the two is the limit (the device did at least that);
+#     and memory bandwidth (sl-membw);
 #   - decode: seconds per token, bytes read from storage per token (the
 #     read_bytes of the pipeline's processes, /proc/PID/io, which `sluice
 #     run` reports) against the plan's model bytes minus pinned bytes, and
@@ -100,7 +101,7 @@ echo "load before: $(uptime | sed 's/.*load average/load average/')"
 membw=$("$bin/sl-membw" --threads "$(nproc)" -q)
 echo "memory read bandwidth: $membw GB/s ($(nproc) threads)"
 
-storage_bw() { "$bin/sl-storagebw" "$model" --reps 1 -q; }
+storage_bw() { "$bin/sl-storagebw" "$model" --reps 3 -q; }
 
 log=$dir/pipeline-runs.log
 : >"$log"
@@ -109,9 +110,11 @@ results=$dir/pipeline-results.txt
 
 # run NAME ROUND BUDGET|- BW_BEFORE BW_AFTER ARGS...: one `sluice run`; its
 # stderr goes to the log (sluice lines also to the terminal), its figures to
-# $results as one line of key=value. Besides sluice's own statistics, the
-# peak proportional set size of the whole process tree (the `sluice run`
-# client included) is sampled here every 50 ms.
+# $results as one line of key=value. `sluice run` reports the peak
+# proportional set size of the pipeline it started (shared memory counted
+# once); the client's own is sampled here every 50 ms and added, so "peak"
+# covers every sluice process. (Summing the whole tree from outside would
+# count shared memory twice while processes exit: the reads are not atomic.)
 run() {
   local name=$1 round=$2 bud=$3 bw0=$4 bw1=$5
   shift 5
@@ -123,26 +126,14 @@ import os, re, subprocess, sys, threading, time
 name, rnd, bud, bw0, bw1, log = sys.argv[1:7]
 cmd = sys.argv[7:]
 
-def tree_pss_kb(root):
-    kids = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                st = open("/proc/%s/stat" % d).read()
-                kids.setdefault(int(st[st.rindex(")") + 2:].split()[1]), []).append(int(d))
-            except (OSError, ValueError, IndexError):
-                pass
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        todo += kids.get(pid, [])
-        try:
-            for line in open("/proc/%d/smaps_rollup" % pid):
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
+def pss_kb(pid):
+    try:
+        for line in open("/proc/%d/smaps_rollup" % pid):
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 out = []
@@ -150,13 +141,13 @@ reader = threading.Thread(target=lambda: out.append(p.stderr.read().decode(error
 reader.start()
 peak = 0
 while p.poll() is None:
-    peak = max(peak, tree_pss_kb(p.pid))
+    peak = max(peak, pss_kb(p.pid))
     time.sleep(0.05)
 reader.join()
 err = out[0]
 with open(log, "a") as f:
     f.write(err)
-    f.write("peak PSS of the process tree, sampled by the benchmark: %.1f MiB\n" % (peak / 1024))
+    f.write("peak PSS of the `sluice run` client, sampled by the benchmark: %.1f MiB\n" % (peak / 1024))
 for line in err.splitlines():
     if line.startswith("sluice"):
         print(line, file=sys.stderr)
@@ -175,9 +166,9 @@ streamed, pinned, model_mib = f(r"streamed ([0-9.]+) MiB per step \(pinned ([0-9
 peak_own, = f(r"peak memory of the pipeline ([0-9.]+) MiB")
 before_first, per_tok = f(r"([0-9.]+) MiB before the first token, then ([0-9.]+) MiB per generated token")
 print("name=%s round=%s budget=%s bw0=%s bw1=%s n_prompt=%d t_prompt=%.3f n_gen=%d t_gen=%.3f streamed=%.1f "
-      "pinned=%.1f model=%.1f peak=%.1f peak_own=%.1f read_first=%.1f read_tok=%.1f plan_total=%.1f"
-      % (name, rnd, bud, bw0, bw1, n_prompt, t_prompt, n_gen, t_gen, streamed, pinned, model_mib, peak / 1024,
-         peak_own, before_first, per_tok, pinned_plan + ring_n * slot + kv + act))
+      "pinned=%.1f model=%.1f peak=%.1f peak_client=%.1f peak_own=%.1f read_first=%.1f read_tok=%.1f plan_total=%.1f"
+      % (name, rnd, bud, bw0, bw1, n_prompt, t_prompt, n_gen, t_gen, streamed, pinned, model_mib, peak_own + peak / 1024,
+         peak / 1024, peak_own, before_first, per_tok, pinned_plan + ring_n * slot + kv + act))
 PY
 }
 
@@ -212,12 +203,12 @@ membw = float(sys.argv[2])
 MiB = 1048576
 for r in rows:
     r["spt"] = float(r["t_gen"]) / (int(r["n_gen"]) - 1)
-    r["bw"] = (float(r["bw0"]) + float(r["bw1"])) / 2
+    r["bw"] = max(float(r["bw0"]), float(r["bw1"]))
     r["got"] = float(r["read_tok"]) * MiB / r["spt"] / 1e9
     r["frac"] = r["got"] / r["bw"] if r["bw"] > 0 else None
 print()
 print("| run | round | budget | s/token | read/token MiB (model - pinned) | read GB/s | "
-      "storage GB/s before, after | fraction of limit | peak PSS MiB, all processes (plan) |")
+      "storage GB/s before, after | fraction of the higher | peak PSS MiB, all processes (plan) |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for r in rows:
     print("| %s | %s | %s | %.3f | %.1f (%.1f) | %.2f | %s | %s | %.1f (%.1f) |"

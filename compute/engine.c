@@ -3,10 +3,13 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "compute/forward.h"
 #include "compute/pool.h"
+#include "model/gguf.h"
 
 struct sl_engine {
     const sl_model *model;
@@ -21,6 +24,29 @@ struct sl_engine {
     sl_layer_weights *layers; /* views into the mapping, bound once */
     sl_global_weights globals;
 };
+
+/* Maps every page of the model file into the process now, so that the
+ * first forward pass (a prompt) does not pay a page fault per page of
+ * weights: hundreds of thousands of faults, a second or more on a virtual
+ * machine, that have nothing to do with computing. Best effort: without
+ * MADV_POPULATE_READ (Linux 5.14), or if it fails, the pages are touched
+ * one by one. */
+static void prefault(const sl_model *model)
+{
+    const sl_gguf *g = sl_model_gguf(model);
+    const uint8_t *base = sl_gguf_base(g);
+    const size_t size = (size_t)sl_gguf_file_size(g);
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+#ifdef MADV_POPULATE_READ
+    const uintptr_t start = (uintptr_t)base / page * page;
+    if (madvise((void *)start, size + ((uintptr_t)base - start), MADV_POPULATE_READ) == 0)
+        return;
+#endif
+    volatile uint8_t sink = 0;
+    for (size_t off = 0; off < size; off += page)
+        sink ^= base[off];
+    (void)sink;
+}
 
 /* 64-byte aligned, zeroed allocation of n floats; NULL on failure. */
 static float *alloc_floats(size_t n)
@@ -84,6 +110,7 @@ int sl_engine_new(const sl_model *model, uint32_t n_ctx, uint32_t n_batch, uint3
     for (uint32_t il = 0; il < hp->n_layer; il++)
         sl_model_layer_weights(model, il, &e->layers[il]);
     sl_model_global_weights(model, &e->globals);
+    prefault(model);
     *out = e;
     return 0;
 fail:

@@ -93,7 +93,7 @@ INLINE __m256 exp256(__m256 x)
         int64_t i = 0;                                                                                       \
         for (; i + 16 <= n; i += 16) {                                                                       \
             acc0 = _mm256_fmadd_ps(load(w, i), _mm256_loadu_ps(x + i), acc0);                                \
-            acc1 = _mm256_fmadd_ps(load(w, i + 8), _mm256_loadu_ps(x + i + 8), acc1);                       \
+            acc1 = _mm256_fmadd_ps(load(w, i + 8), _mm256_loadu_ps(x + i + 8), acc1);                        \
         }                                                                                                    \
         for (; i + 8 <= n; i += 8)                                                                           \
             acc0 = _mm256_fmadd_ps(load(w, i), _mm256_loadu_ps(x + i), acc0);                                \
@@ -224,9 +224,9 @@ INLINE __m256i fifth_bits(__m256i u, const uint8_t *qh4)
     uint32_t h;
     memcpy(&h, qh4, 4);
     /* Byte j takes byte j/8 of h, then tests bit j%8 of it. */
-    const __m256i hb = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h),
-                                           _mm256_setr_epi64x(0, 0x0101010101010101ll, 0x0202020202020202ll,
-                                                              0x0303030303030303ll));
+    const __m256i hb = _mm256_shuffle_epi8(
+        _mm256_set1_epi32((int)h),
+        _mm256_setr_epi64x(0, 0x0101010101010101ll, 0x0202020202020202ll, 0x0303030303030303ll));
     const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
     const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit);
     return _mm256_add_epi8(u, _mm256_and_si256(set, _mm256_set1_epi8(16)));
@@ -268,9 +268,9 @@ typedef wblock (*unpack_fn)(const void *row, int64_t i);
 /* Kinds of legacy type, for the shared step below. */
 enum { OFFSET, MIN, SIGNED };
 
-INLINE void block_step(unpack_fn unpack, int kind, int offset, int R, int T, const uint8_t *w, size_t w_stride,
-                       const uint8_t *a, size_t a_stride, int64_t n, int64_t i, __m256 acc[2][3],
-                       float macc[2][3])
+INLINE void block_step(unpack_fn unpack, int kind, int offset, int R, int T, const uint8_t *w,
+                       size_t w_stride, const uint8_t *a, size_t a_stride, int64_t n, int64_t i,
+                       __m256 acc[2][3], float macc[2][3])
 {
     wblock wb[2];
     for (int r = 0; r < R; r++)
@@ -285,7 +285,8 @@ INLINE void block_step(unpack_fn unpack, int kind, int offset, int R, int T, con
         for (int r = 0; r < R; r++) {
             __m256i isum;
             if (kind == SIGNED) {
-                isum = _mm256_madd_epi16(_mm256_maddubs_epi16(wb[r].u, _mm256_sign_epi8(x, wb[r].sign)), ones);
+                isum =
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(wb[r].u, _mm256_sign_epi8(x, wb[r].sign)), ones);
             } else {
                 isum = _mm256_madd_epi16(_mm256_maddubs_epi16(wb[r].u, x), ones);
                 if (kind == OFFSET)
@@ -330,17 +331,30 @@ INLINE void tile32(unpack_fn unpack, int kind, int offset, int R, int T, int64_t
                             size_t as, float *y, size_t ys)                                                  \
     {                                                                                                        \
         switch (R * 4 + T) {                                                                                 \
-        case 1 * 4 + 1: tile32(unpack, kind, offset, 1, 1, n, w, ws, a, as, y, ys); break;                   \
-        case 1 * 4 + 2: tile32(unpack, kind, offset, 1, 2, n, w, ws, a, as, y, ys); break;                   \
-        case 1 * 4 + 3: tile32(unpack, kind, offset, 1, 3, n, w, ws, a, as, y, ys); break;                   \
-        case 2 * 4 + 1: tile32(unpack, kind, offset, 2, 1, n, w, ws, a, as, y, ys); break;                   \
-        case 2 * 4 + 2: tile32(unpack, kind, offset, 2, 2, n, w, ws, a, as, y, ys); break;                   \
-        case 2 * 4 + 3: tile32(unpack, kind, offset, 2, 3, n, w, ws, a, as, y, ys); break;                   \
-        default: SL_ASSERT(!"tile shape");                                                                   \
+        case 1 * 4 + 1:                                                                                      \
+            tile32(unpack, kind, offset, 1, 1, n, w, ws, a, as, y, ys);                                      \
+            break;                                                                                           \
+        case 1 * 4 + 2:                                                                                      \
+            tile32(unpack, kind, offset, 1, 2, n, w, ws, a, as, y, ys);                                      \
+            break;                                                                                           \
+        case 1 * 4 + 3:                                                                                      \
+            tile32(unpack, kind, offset, 1, 3, n, w, ws, a, as, y, ys);                                      \
+            break;                                                                                           \
+        case 2 * 4 + 1:                                                                                      \
+            tile32(unpack, kind, offset, 2, 1, n, w, ws, a, as, y, ys);                                      \
+            break;                                                                                           \
+        case 2 * 4 + 2:                                                                                      \
+            tile32(unpack, kind, offset, 2, 2, n, w, ws, a, as, y, ys);                                      \
+            break;                                                                                           \
+        case 2 * 4 + 3:                                                                                      \
+            tile32(unpack, kind, offset, 2, 3, n, w, ws, a, as, y, ys);                                      \
+            break;                                                                                           \
+        default:                                                                                             \
+            SL_ASSERT(!"tile shape");                                                                        \
         }                                                                                                    \
     }                                                                                                        \
-    static void gemm_##name(int64_t n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, \
-                            int nt, float *y, size_t y_stride)                                               \
+    static void gemm_##name(int64_t n, const void *w, size_t w_stride, int nr, const void *a,                \
+                            size_t a_stride, int nt, float *y, size_t y_stride)                              \
     {                                                                                                        \
         const int rstep = nt == 1 ? 1 : 2;                                                                   \
         for (int t = 0; t < nt; t += 3) {                                                                    \
@@ -379,7 +393,8 @@ typedef struct ksuper {
 INLINE void spread16(__m128i s8, __m256i sc[8])
 {
     for (int k = 0; k < 8; k++) {
-        const __m128i idx = _mm_set_epi64x(0x0101010101010101ll * (2 * k + 1), 0x0101010101010101ll * (2 * k));
+        const __m128i idx =
+            _mm_set_epi64x(0x0101010101010101ll * (2 * k + 1), 0x0101010101010101ll * (2 * k));
         sc[k] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(s8, idx));
     }
 }
@@ -426,7 +441,8 @@ INLINE void kunpack_q3_k(const void *blk, ksuper *k)
     uint32_t hi4;
     memcpy(&lo8, b->scales, 8);
     memcpy(&hi4, b->scales + 8, 4);
-    const __m128i lo = _mm_and_si128(_mm_set_epi64x((long long)(lo8 >> 4), (long long)lo8), _mm_set1_epi8(15));
+    const __m128i lo =
+        _mm_and_si128(_mm_set_epi64x((long long)(lo8 >> 4), (long long)lo8), _mm_set1_epi8(15));
     const __m128i hi = _mm_set_epi32((int)((hi4 >> 6) & 0x03030303u), (int)((hi4 >> 4) & 0x03030303u),
                                      (int)((hi4 >> 2) & 0x03030303u), (int)(hi4 & 0x03030303u));
     const __m128i sc8 = _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
@@ -497,9 +513,10 @@ INLINE void kunpack_q6_k(const void *blk, ksuper *k)
         const __m256i l0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
         const __m256i l1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
         const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
-        k->u[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(q, m3), 4));
-        k->u[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q, 2), m3), 4));
+        k->u[4 * h + 0] =
+            _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(q, m3), 4));
+        k->u[4 * h + 1] = _mm256_or_si256(
+            _mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q, 2), m3), 4));
         k->u[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
                                           _mm256_and_si256(q, _mm256_set1_epi8(0x30)));
         k->u[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
@@ -551,19 +568,28 @@ INLINE void tile256(kunpack_fn unpack, bool folded, size_t bbytes, int T, int64_
 
 /* One row by up to 4 tokens: the unpacked super-block is reused across them. */
 #define GEMM256(name, folded, btype)                                                                         \
-    static void tile_##name(int T, int64_t n, const uint8_t *w, const uint8_t *a, size_t as, float *y,      \
+    static void tile_##name(int T, int64_t n, const uint8_t *w, const uint8_t *a, size_t as, float *y,       \
                             size_t ys)                                                                       \
     {                                                                                                        \
         switch (T) {                                                                                         \
-        case 1: tile256(kunpack_##name, folded, sizeof(btype), 1, n, w, a, as, y, ys); break;                \
-        case 2: tile256(kunpack_##name, folded, sizeof(btype), 2, n, w, a, as, y, ys); break;                \
-        case 3: tile256(kunpack_##name, folded, sizeof(btype), 3, n, w, a, as, y, ys); break;                \
-        case 4: tile256(kunpack_##name, folded, sizeof(btype), 4, n, w, a, as, y, ys); break;                \
-        default: SL_ASSERT(!"tile shape");                                                                   \
+        case 1:                                                                                              \
+            tile256(kunpack_##name, folded, sizeof(btype), 1, n, w, a, as, y, ys);                           \
+            break;                                                                                           \
+        case 2:                                                                                              \
+            tile256(kunpack_##name, folded, sizeof(btype), 2, n, w, a, as, y, ys);                           \
+            break;                                                                                           \
+        case 3:                                                                                              \
+            tile256(kunpack_##name, folded, sizeof(btype), 3, n, w, a, as, y, ys);                           \
+            break;                                                                                           \
+        case 4:                                                                                              \
+            tile256(kunpack_##name, folded, sizeof(btype), 4, n, w, a, as, y, ys);                           \
+            break;                                                                                           \
+        default:                                                                                             \
+            SL_ASSERT(!"tile shape");                                                                        \
         }                                                                                                    \
     }                                                                                                        \
-    static void gemm_##name(int64_t n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, \
-                            int nt, float *y, size_t y_stride)                                               \
+    static void gemm_##name(int64_t n, const void *w, size_t w_stride, int nr, const void *a,                \
+                            size_t a_stride, int nt, float *y, size_t y_stride)                              \
     {                                                                                                        \
         for (int t = 0; t < nt; t += 4) {                                                                    \
             const int T = nt - t < 4 ? nt - t : 4;                                                           \
@@ -665,7 +691,8 @@ static void rms_norm(const float *x, const float *w, float *y, int64_t n, float 
     const float scale = 1.0f / sqrtf((float)(ss / (double)n) + eps);
     const __m256 vs = _mm256_set1_ps(scale);
     for (i = 0; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs), _mm256_loadu_ps(w + i)));
+        _mm256_storeu_ps(y + i,
+                         _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs), _mm256_loadu_ps(w + i)));
     for (; i < n; i++)
         y[i] = x[i] * scale * w[i];
 }

@@ -186,16 +186,16 @@ enum { PAIR_FULL, PAIR_HALF };
 INLINE __m512i pair_nibbles(const uint8_t *qa, const uint8_t *qb, int mode)
 {
     const __m128i a = _mm_loadu_si128((const __m128i *)qa);
-    const __m256i y = mode == PAIR_HALF
-                          ? _mm256_zextsi128_si256(a)
-                          : _mm256_inserti128_si256(_mm256_castsi128_si256(a), _mm_loadu_si128((const __m128i *)qb), 1);
+    const __m256i y = mode == PAIR_HALF ? _mm256_zextsi128_si256(a)
+                                        : _mm256_inserti128_si256(_mm256_castsi128_si256(a),
+                                                                  _mm_loadu_si128((const __m128i *)qb), 1);
     /* [a, a, b, b] in 128-bit quarters, then the second and fourth >> 4 */
-    const __m512i idx = _mm512_set_epi32(0x1f1e1d1c, 0x1b1a1918, 0x17161514, 0x13121110, 0x1f1e1d1c, 0x1b1a1918,
-                                         0x17161514, 0x13121110, 0x0f0e0d0c, 0x0b0a0908, 0x07060504, 0x03020100,
-                                         0x0f0e0d0c, 0x0b0a0908, 0x07060504, 0x03020100);
+    const __m512i idx = _mm512_set_epi32(
+        0x1f1e1d1c, 0x1b1a1918, 0x17161514, 0x13121110, 0x1f1e1d1c, 0x1b1a1918, 0x17161514, 0x13121110,
+        0x0f0e0d0c, 0x0b0a0908, 0x07060504, 0x03020100, 0x0f0e0d0c, 0x0b0a0908, 0x07060504, 0x03020100);
     const __m512i v = _mm512_permutexvar_epi8(idx, _mm512_castsi256_si512(y));
-    const __m512i shift = _mm512_set_epi64(0x0004000400040004ll, 0x0004000400040004ll, 0, 0, 0x0004000400040004ll,
-                                           0x0004000400040004ll, 0, 0);
+    const __m512i shift = _mm512_set_epi64(0x0004000400040004ll, 0x0004000400040004ll, 0, 0,
+                                           0x0004000400040004ll, 0x0004000400040004ll, 0, 0);
     return _mm512_and_si512(_mm512_srlv_epi16(v, shift), _mm512_set1_epi8(15));
 }
 
@@ -283,12 +283,13 @@ INLINE xpair act_pair(const float *xd, const int32_t *xs, int64_t p, bool half, 
     const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     const __mmask16 both = half ? 0x00FF : 0xFFFF, firsts = half ? 0x0001 : 0x0101;
     xpair a;
-    a.d = _mm512_maskz_permutexvar_ps(both, idx, _mm512_castps128_ps512(_mm_loadl_pi(_mm_setzero_ps(),
-                                                                                      (const __m64 *)(xd + 2 * p))));
+    a.d = _mm512_maskz_permutexvar_ps(
+        both, idx, _mm512_castps128_ps512(_mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)(xd + 2 * p))));
     const __m512i s = _mm512_maskz_permutexvar_epi32(
         firsts, idx, _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(xs + 2 * p))));
-    a.init = shift >= 0 ? _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_sll_epi32(s, _mm_cvtsi32_si128(shift)))
-                        : _mm512_setzero_si512();
+    a.init = shift >= 0
+                 ? _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_sll_epi32(s, _mm_cvtsi32_si128(shift)))
+                 : _mm512_setzero_si512();
     if (with_min)
         a.ds = _mm512_mul_ps(a.d, _mm512_cvtepi32_ps(s));
     return a;
@@ -297,10 +298,9 @@ INLINE xpair act_pair(const float *xd, const int32_t *xs, int64_t p, bool half, 
 typedef wpair (*unpack_pair_fn)(const void *row, int64_t p, int mode);
 
 /* One pair of blocks for a tile of R rows by T tokens: the unpacked rows
- * are shared by the tokens, the token vectors by the rows. One accumulator per output: a decode step
- * (one row, one token) leaves the add chain's latency (4 cycles a pair)
- * under the time the pair takes to arrive from memory, and larger tiles
- * have R x T chains. */
+ * are shared by the tokens, the token vectors by the rows, and every output
+ * has one accumulator (two per output, to shorten the add chain, measured
+ * no faster for a decode step and would not fit a 4 x 4 tile). */
 INLINE void pair_step(unpack_pair_fn unpack, int shift, bool with_min, int R, int T, const uint8_t *w,
                       size_t w_stride, const uint8_t *a, size_t a_stride, int64_t n, int64_t p, int mode,
                       const xpair *pre, __m512 acc[4][4])
@@ -369,7 +369,9 @@ INLINE void decode32(unpack_pair_fn unpack, int shift, bool with_min, int64_t n,
  * token goes one row at a time, since a decode step streams each row from
  * memory and several interleaved rows stream worse. */
 #define TILE32_CASE(R, T, unpack, shift, with_min)                                                           \
-    case (R) * 8 + (T): tile32(unpack, shift, with_min, R, T, n, w, ws, a, as, NULL, y, ys); break;
+    case (R)*8 + (T):                                                                                        \
+        tile32(unpack, shift, with_min, R, T, n, w, ws, a, as, NULL, y, ys);                                 \
+        break;
 #define TILE32_ROW(R, unpack, shift, with_min)                                                               \
     TILE32_CASE(R, 1, unpack, shift, with_min)                                                               \
     TILE32_CASE(R, 2, unpack, shift, with_min)                                                               \
@@ -384,11 +386,12 @@ INLINE void decode32(unpack_pair_fn unpack, int shift, bool with_min, int64_t n,
             TILE32_ROW(2, unpack, shift, with_min)                                                           \
             TILE32_ROW(3, unpack, shift, with_min)                                                           \
             TILE32_ROW(4, unpack, shift, with_min)                                                           \
-        default: SL_ASSERT(!"tile shape");                                                                   \
+        default:                                                                                             \
+            SL_ASSERT(!"tile shape");                                                                        \
         }                                                                                                    \
     }                                                                                                        \
-    static void gemm_##name(int64_t n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, \
-                            int nt, float *y, size_t y_stride)                                               \
+    static void gemm_##name(int64_t n, const void *w, size_t w_stride, int nr, const void *a,                \
+                            size_t a_stride, int nt, float *y, size_t y_stride)                              \
     {                                                                                                        \
         if (nt == 1) {                                                                                       \
             decode32(unpack, shift, with_min, n, w, w_stride, nr, a, y);                                     \
@@ -433,8 +436,11 @@ INLINE void spread16(__m256i s16, __m512i sc[4])
 {
     const __m512i z = _mm512_castsi256_si512(s16);
     for (int k = 0; k < 4; k++) {
-        const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)(4 * k)),
-                                             _mm512_srli_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 3));
+        const __m512i idx = _mm512_add_epi16(
+            _mm512_set1_epi16((short)(4 * k)),
+            _mm512_srli_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16,
+                                               15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                              3));
         sc[k] = _mm512_permutexvar_epi16(idx, z);
     }
 }
@@ -445,8 +451,11 @@ INLINE void spread32(__m256i s16, __m512i sc[4])
 {
     const __m512i z = _mm512_castsi256_si512(s16);
     for (int k = 0; k < 4; k++) {
-        const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)(2 * k)),
-                                             _mm512_srli_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 4));
+        const __m512i idx = _mm512_add_epi16(
+            _mm512_set1_epi16((short)(2 * k)),
+            _mm512_srli_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16,
+                                               15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                              4));
         sc[k] = _mm512_permutexvar_epi16(idx, z);
     }
 }
@@ -464,8 +473,8 @@ INLINE void kunpack_q2_k(const void *blk, ksuper *k)
     for (int h = 0; h < 2; h++) {
         const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * h));
         k->u[2 * h] = join(_mm256_and_si256(q, m3), _mm256_and_si256(_mm256_srli_epi16(q, 2), m3));
-        k->u[2 * h + 1] =
-            join(_mm256_and_si256(_mm256_srli_epi16(q, 4), m3), _mm256_and_si256(_mm256_srli_epi16(q, 6), m3));
+        k->u[2 * h + 1] = join(_mm256_and_si256(_mm256_srli_epi16(q, 4), m3),
+                               _mm256_and_si256(_mm256_srli_epi16(q, 6), m3));
     }
     const __m128i s = _mm_loadu_si128((const __m128i *)b->scales);
     spread16(_mm256_cvtepu8_epi16(_mm_and_si128(s, _mm_set1_epi8(15))), k->sc);
@@ -487,7 +496,8 @@ INLINE void kunpack_q3_k(const void *blk, ksuper *k)
             __m512i u = join(_mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * s)), m3),
                              _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * s + 2)), m3));
             const int bit = 4 * h + s;
-            const __m512i sel = join(_mm256_set1_epi8((char)(1 << bit)), _mm256_set1_epi8((char)(1 << (bit + 1))));
+            const __m512i sel =
+                join(_mm256_set1_epi8((char)(1 << bit)), _mm256_set1_epi8((char)(1 << (bit + 1))));
             u = _mm512_mask_add_epi8(u, _mm512_test_epi8_mask(hm2, sel), u, _mm512_set1_epi8(4));
             k->u[2 * h + s / 2] = u;
         }
@@ -496,7 +506,8 @@ INLINE void kunpack_q3_k(const void *blk, ksuper *k)
     uint32_t hi4;
     memcpy(&lo8, b->scales, 8);
     memcpy(&hi4, b->scales + 8, 4);
-    const __m128i lo = _mm_and_si128(_mm_set_epi64x((long long)(lo8 >> 4), (long long)lo8), _mm_set1_epi8(15));
+    const __m128i lo =
+        _mm_and_si128(_mm_set_epi64x((long long)(lo8 >> 4), (long long)lo8), _mm_set1_epi8(15));
     const __m128i hi = _mm_set_epi32((int)((hi4 >> 6) & 0x03030303u), (int)((hi4 >> 4) & 0x03030303u),
                                      (int)((hi4 >> 2) & 0x03030303u), (int)(hi4 & 0x03030303u));
     const __m128i sc8 = _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
@@ -552,7 +563,8 @@ INLINE void kunpack_q5_k(const void *blk, ksuper *k)
     for (int g = 0; g < 4; g++) {
         const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * g));
         __m512i u = join(_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
-        const __m512i sel = join(_mm256_set1_epi8((char)(1 << (2 * g))), _mm256_set1_epi8((char)(1 << (2 * g + 1))));
+        const __m512i sel =
+            join(_mm256_set1_epi8((char)(1 << (2 * g))), _mm256_set1_epi8((char)(1 << (2 * g + 1))));
         k->u[g] = _mm512_mask_add_epi8(u, _mm512_test_epi8_mask(qh2, sel), u, _mm512_set1_epi8(16));
     }
     const __m256i v = k4_scales_mins(b->scales);
@@ -572,7 +584,8 @@ INLINE void kunpack_q6_k(const void *blk, ksuper *k)
         const __m512i l = _mm512_loadu_si512((const void *)(b->ql + 64 * h));
         const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
         const __m512i hb = join(q, _mm256_srli_epi16(q, 2));
-        k->u[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(_mm512_and_si512(hb, m3), 4));
+        k->u[2 * h] =
+            _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(_mm512_and_si512(hb, m3), 4));
         k->u[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
                                           _mm512_and_si512(hb, _mm512_set1_epi8(0x30)));
     }
@@ -623,23 +636,40 @@ INLINE void tile256(kunpack_fn unpack, bool folded, size_t bbytes, int T, int64_
 /* Tiles of one row by up to 8 tokens: the unpacked super-block (13
  * registers) is reused across the tokens. */
 #define GEMM256(name, folded, btype)                                                                         \
-    static void tile_##name(int T, int64_t n, const uint8_t *w, const uint8_t *a, size_t as, float *y,      \
+    static void tile_##name(int T, int64_t n, const uint8_t *w, const uint8_t *a, size_t as, float *y,       \
                             size_t ys)                                                                       \
     {                                                                                                        \
         switch (T) {                                                                                         \
-        case 1: tile256(kunpack_##name, folded, sizeof(btype), 1, n, w, a, as, y, ys); break;                \
-        case 2: tile256(kunpack_##name, folded, sizeof(btype), 2, n, w, a, as, y, ys); break;                \
-        case 3: tile256(kunpack_##name, folded, sizeof(btype), 3, n, w, a, as, y, ys); break;                \
-        case 4: tile256(kunpack_##name, folded, sizeof(btype), 4, n, w, a, as, y, ys); break;                \
-        case 5: tile256(kunpack_##name, folded, sizeof(btype), 5, n, w, a, as, y, ys); break;                \
-        case 6: tile256(kunpack_##name, folded, sizeof(btype), 6, n, w, a, as, y, ys); break;                \
-        case 7: tile256(kunpack_##name, folded, sizeof(btype), 7, n, w, a, as, y, ys); break;                \
-        case 8: tile256(kunpack_##name, folded, sizeof(btype), 8, n, w, a, as, y, ys); break;                \
-        default: SL_ASSERT(!"tile shape");                                                                   \
+        case 1:                                                                                              \
+            tile256(kunpack_##name, folded, sizeof(btype), 1, n, w, a, as, y, ys);                           \
+            break;                                                                                           \
+        case 2:                                                                                              \
+            tile256(kunpack_##name, folded, sizeof(btype), 2, n, w, a, as, y, ys);                           \
+            break;                                                                                           \
+        case 3:                                                                                              \
+            tile256(kunpack_##name, folded, sizeof(btype), 3, n, w, a, as, y, ys);                           \
+            break;                                                                                           \
+        case 4:                                                                                              \
+            tile256(kunpack_##name, folded, sizeof(btype), 4, n, w, a, as, y, ys);                           \
+            break;                                                                                           \
+        case 5:                                                                                              \
+            tile256(kunpack_##name, folded, sizeof(btype), 5, n, w, a, as, y, ys);                           \
+            break;                                                                                           \
+        case 6:                                                                                              \
+            tile256(kunpack_##name, folded, sizeof(btype), 6, n, w, a, as, y, ys);                           \
+            break;                                                                                           \
+        case 7:                                                                                              \
+            tile256(kunpack_##name, folded, sizeof(btype), 7, n, w, a, as, y, ys);                           \
+            break;                                                                                           \
+        case 8:                                                                                              \
+            tile256(kunpack_##name, folded, sizeof(btype), 8, n, w, a, as, y, ys);                           \
+            break;                                                                                           \
+        default:                                                                                             \
+            SL_ASSERT(!"tile shape");                                                                        \
         }                                                                                                    \
     }                                                                                                        \
-    static void gemm_##name(int64_t n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, \
-                            int nt, float *y, size_t y_stride)                                               \
+    static void gemm_##name(int64_t n, const void *w, size_t w_stride, int nr, const void *a,                \
+                            size_t a_stride, int nt, float *y, size_t y_stride)                              \
     {                                                                                                        \
         for (int t = 0; t < nt; t += 8) {                                                                    \
             const int T = nt - t < 8 ? nt - t : 8;                                                           \
@@ -668,7 +698,8 @@ static void axpy(float *y, float a, const float *x, int64_t n)
     const __m512 va = _mm512_set1_ps(a);
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 m = mask16(n - i);
-        const __m512 r = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i));
+        const __m512 r =
+            _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i));
         _mm512_mask_storeu_ps(y + i, m, r);
     }
 }
@@ -680,7 +711,8 @@ static void silu_mul(float *g, const float *u, int64_t n)
         const __mmask16 m = mask16(n - i);
         const __m512 v = _mm512_maskz_loadu_ps(m, g + i);
         const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), v));
-        const __m512 r = _mm512_mul_ps(_mm512_div_ps(v, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(m, u + i));
+        const __m512 r =
+            _mm512_mul_ps(_mm512_div_ps(v, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(m, u + i));
         _mm512_mask_storeu_ps(g + i, m, r);
     }
 }

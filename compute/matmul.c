@@ -12,12 +12,14 @@
  * every token of the batch passes over them. */
 #define ROW_TILE 8
 
-/* Quantized path: tokens go in chunks whose activation rows fill about a
- * quarter of a core's L2 (CHUNK_BYTES), and for each chunk the rows go to
- * the gemm kernel GEMM_ROWS at a time (it blocks further for registers): a
- * chunk's activations stay in cache while every row of the thread's range
- * passes, and the weights are read once per chunk, a small cost next to
- * the chunk's arithmetic. */
+/* Quantized path, several tokens: rows go in tiles of TILE_ROWS (a few
+ * hundred KiB of weights, read from memory once), and for each tile the
+ * tokens in chunks whose activation rows fill about a quarter of a core's L2
+ * (CHUNK_BYTES), handed to the gemm kernel GEMM_ROWS rows at a time (it
+ * blocks further for registers). Both the tile and the chunk stay in L2
+ * while they meet; the activations of the whole batch come again from the
+ * shared cache for every tile, far less traffic than the weights would be. */
+#define TILE_ROWS 64
 #define GEMM_ROWS 16
 #define CHUNK_BYTES (256 * 1024)
 
@@ -108,18 +110,28 @@ static void run_rows_quant(const job *j, const sl_matmul_op *op, const qinput *q
     const uint8_t *base = w->data;
     if (j->n == 1) {
         /* A decode step streams its rows in one call: nothing to reuse. */
-        gemm(cols, base + (size_t)r0 * row_bytes, row_bytes, (int)(r1 - r0), q->rows, q->stride, 1, op->y + r0,
-             rows);
+        gemm(cols, base + (size_t)r0 * row_bytes, row_bytes, (int)(r1 - r0), q->rows, q->stride, 1,
+             op->y + r0, rows);
         return;
     }
     uint32_t chunk = (uint32_t)(CHUNK_BYTES / q->stride);
     chunk = chunk < 4 ? 4 : chunk / 4 * 4;
-    for (uint32_t t = 0; t < j->n; t += chunk) {
-        const int nt = (int)(j->n - t < chunk ? j->n - t : chunk);
-        for (int64_t a = r0; a < r1; a += GEMM_ROWS) {
-            const int nr = (int)(r1 - a < GEMM_ROWS ? r1 - a : GEMM_ROWS);
-            gemm(cols, base + (size_t)a * row_bytes, row_bytes, nr, q->rows + (size_t)t * q->stride, q->stride,
-                 nt, op->y + (size_t)t * rows + (size_t)a, rows);
+    for (int64_t a = r0; a < r1; a += TILE_ROWS) {
+        const int64_t a1 = a + TILE_ROWS < r1 ? a + TILE_ROWS : r1;
+        /* Ask for the next tile's rows, in address order, while this one
+         * computes: the kernel walks a tile's rows side by side, which the
+         * hardware prefetchers follow poorly from memory. */
+        const int64_t next = r1 - a1 < TILE_ROWS ? r1 - a1 : TILE_ROWS;
+        const uint8_t *pf = base + (size_t)a1 * row_bytes;
+        for (size_t off = 0; off < (size_t)next * row_bytes; off += 64)
+            __builtin_prefetch(pf + off, 0, 2);
+        for (uint32_t t = 0; t < j->n; t += chunk) {
+            const int nt = (int)(j->n - t < chunk ? j->n - t : chunk);
+            for (int64_t b = a; b < a1; b += GEMM_ROWS) {
+                const int nr = (int)(a1 - b < GEMM_ROWS ? a1 - b : GEMM_ROWS);
+                gemm(cols, base + (size_t)b * row_bytes, row_bytes, nr, q->rows + (size_t)t * q->stride,
+                     q->stride, nt, op->y + (size_t)t * rows + (size_t)b, rows);
+            }
         }
     }
 }

@@ -129,13 +129,15 @@ static void test_table(void)
     for (uint32_t t = 0; t < SL_DTYPE_COUNT; t++) {
         const sl_dtype_info *info = sl_dtype_get(t);
         const bool sup = info && info->supported;
-        CHECK((g_k->dot[t] != NULL) == sup && (g_k->to_float[t] != NULL) == sup, "%s: entries", sl_dtype_name(t));
+        CHECK((g_k->dot[t] != NULL) == sup && (g_k->to_float[t] != NULL) == sup, "%s: entries",
+              sl_dtype_name(t));
         if (!sup)
             continue;
         const uint32_t act = g_k->act[t];
         CHECK(act < SL_ACT_COUNT, "%s: act %u", sl_dtype_name(t), act);
         if (act != SL_ACT_F32 && act < SL_ACT_COUNT) {
-            CHECK(g_k->gemm[t] != NULL && g_k->quantize[act] != NULL, "%s: gemm and quantizer", sl_dtype_name(t));
+            CHECK(g_k->gemm[t] != NULL && g_k->quantize[act] != NULL, "%s: gemm and quantizer",
+                  sl_dtype_name(t));
             CHECK(info->block % sl_quant_act_block(act) == 0 || sl_quant_act_block(act) % info->block == 0,
                   "%s: block sizes", sl_dtype_name(t));
         }
@@ -171,8 +173,8 @@ static void test_quantize(void)
             free(a);
             free(b);
         }
-        CHECK(same == rows, "act format %u: %lld of %lld rows identical to the reference", act, (long long)same,
-              (long long)rows);
+        CHECK(same == rows, "act format %u: %lld of %lld rows identical to the reference", act,
+              (long long)same, (long long)rows);
         printf("  quantize act %u: %lld/%lld rows byte-identical\n", act, (long long)same, (long long)rows);
     }
 }
@@ -231,13 +233,15 @@ static void test_gemm_type(uint32_t type, double ulps, int64_t n, double *worst)
     float ref[NT][NR], one[NT][NR], tile[NT][NR];
     for (int t = 0; t < NT; t++)
         for (int r = 0; r < NR; r++) {
-            g_ref->gemm[type](n, w + r * w_stride, w_stride, 1, abuf + t * a_stride, a_stride, 1, &ref[t][r], 1);
-            g_k->gemm[type](n, w + r * w_stride, w_stride, 1, abuf + t * a_stride, a_stride, 1, &one[t][r], 1);
+            g_ref->gemm[type](n, w + r * w_stride, w_stride, 1, abuf + t * a_stride, a_stride, 1, &ref[t][r],
+                              1);
+            g_k->gemm[type](n, w + r * w_stride, w_stride, 1, abuf + t * a_stride, a_stride, 1, &one[t][r],
+                            1);
             const double bound = ulps * 0x1p-24 * (double)(n / sl_quant_act_block(act) + 16) *
                                  abs_dot(type, w + r * w_stride, abuf + t * a_stride, n, wf);
             const double err = fabs((double)one[t][r] - (double)ref[t][r]);
-            CHECK(err <= bound, "%s n=%lld row %d token %d: %.9g vs reference %.9g (err %.3g > %.3g)", info->name,
-                  (long long)n, r, t, one[t][r], ref[t][r], err, bound);
+            CHECK(err <= bound, "%s n=%lld row %d token %d: %.9g vs reference %.9g (err %.3g > %.3g)",
+                  info->name, (long long)n, r, t, one[t][r], ref[t][r], err, bound);
             if (bound > 0)
                 *worst = fmax(*worst, err / bound);
         }
@@ -307,8 +311,8 @@ static void test_float_dots(void)
                 abs += fabs((double)wf[i] * x[i]);
             const float a = g_ref->dot[type](w, x, n), b = g_k->dot[type](w, x, n);
             const double bound = FLOAT_DOT_ULPS * 0x1p-24 * (double)(n + 16) * abs;
-            CHECK(fabs((double)a - b) <= bound, "%s dot n=%lld: %.9g vs %.9g", sl_dtype_name(type), (long long)n,
-                  b, a);
+            CHECK(fabs((double)a - b) <= bound, "%s dot n=%lld: %.9g vs %.9g", sl_dtype_name(type),
+                  (long long)n, b, a);
             if (bound > 0)
                 worst = fmax(worst, fabs((double)a - b) / bound);
             free(wf);
@@ -320,10 +324,10 @@ static void test_float_dots(void)
 }
 
 /* Element-wise results: relative error in units of float epsilon. */
-#define EXP_ULPS 4.0   /* exp approximations against the C library's expf */
-#define NORM_ULPS 4.0  /* rms_norm: the double sum's order, then 3 roundings */
-#define AXPY_ULPS 2.0  /* of 2^-24 (|y| + |a x|): one rounding against two */
-#define VDOT_ULPS 2.0  /* as the float dots */
+#define EXP_ULPS 4.0  /* exp approximations against the C library's expf */
+#define NORM_ULPS 4.0 /* rms_norm: the double sum's order, then 3 roundings */
+#define AXPY_ULPS 2.0 /* of 2^-24 (|y| + |a x|): one rounding against two */
+#define VDOT_ULPS 2.0 /* as the float dots */
 
 static double rel_ulps(float got, float want)
 {
@@ -398,8 +402,8 @@ static void test_float_ops(void)
     CHECK(w_norm <= NORM_ULPS, "rms_norm: %.3g ulps > %g", w_norm, NORM_ULPS);
     CHECK(w_axpy <= AXPY_ULPS, "axpy: %.3g half-ulps of the terms > %g", w_axpy, AXPY_ULPS);
     CHECK(w_vdot <= VDOT_ULPS, "vdot: %.3g > %g", w_vdot, VDOT_ULPS);
-    printf("  float ops (ulps): exp %.2g  silu_mul %.2g  rms_norm %.2g  axpy %.2g  vdot %.2g (of tol)\n", w_exp,
-           w_silu, w_norm, w_axpy, w_vdot);
+    printf("  float ops (ulps): exp %.2g  silu_mul %.2g  rms_norm %.2g  axpy %.2g  vdot %.2g (of tol)\n",
+           w_exp, w_silu, w_norm, w_axpy, w_vdot);
 }
 
 /* Element-wise operations give every element the same value whatever range
