@@ -8,8 +8,8 @@
 #     the higher of the two is the limit (the device did at least that);
 #     and memory bandwidth (sl-membw);
 #   - decode: seconds per token, bytes read from storage per token (the
-#     read_bytes of the pipeline's processes, /proc/PID/io, which `sluice
-#     run` reports) against the plan's model bytes minus pinned bytes, and
+#     read_bytes of the pipeline's processes, /proc/PID/io, which the
+#     coordinator reports with --stats) against the plan's model bytes minus pinned bytes, and
 #     the fraction of the storage limit reached,
 #         (bytes per token / storage bandwidth) / (seconds per token),
 #     with 1, 2 and 3 loaders;
@@ -33,6 +33,7 @@
 #   SL_BENCH_RING           streaming slots (default 2)
 #   SL_BENCH_THREADS        compute threads (default 2)
 #   SL_BENCH_ROUNDS         times to repeat the streamed runs (default 1)
+#   SL_BENCH_TABLE_ONLY     when set: print the tables of the last run again
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${SL_BUILD:-$root/build}
@@ -92,6 +93,62 @@ print("prompt of %d tokens written to %s" % (n, out))
 PY
 fi
 
+# tables: the markdown tables and summary of $results.
+tables() {
+python3 - "$results" "$(cat "$dir/pipeline-membw.txt")" <<'PY'
+import statistics, sys
+rows = [dict(kv.split("=", 1) for kv in line.split()) for line in open(sys.argv[1])]
+membw = float(sys.argv[2])
+MiB = 1048576
+for r in rows:
+    r["spt"] = float(r["t_gen"]) / (int(r["n_gen"]) - 1)
+    r["bw"] = max(float(r["bw0"]), float(r["bw1"]))
+    r["got"] = float(r["read_tok"]) * MiB / r["spt"] / 1e9
+    r["frac"] = r["got"] / r["bw"] if r["bw"] > 0 else None
+print()
+print("| run | round | budget | s/token | read/token MiB (model - pinned) | read GB/s | "
+      "storage GB/s before, after | fraction of the higher | peak PSS MiB, all processes (plan) |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for r in rows:
+    print("| %s | %s | %s | %.3f | %.1f (%.1f) | %.2f | %s | %s | %.1f (%.1f) |"
+          % (r["name"], r["round"], r["budget"] if r["budget"] != "-" else "none: all pinned", r["spt"],
+             float(r["read_tok"]), float(r["model"]) - float(r["pinned"]), r["got"],
+             "%s, %s" % (r["bw0"], r["bw1"]) if r["bw"] > 0 else "-",
+             "%.2f" % r["frac"] if r["frac"] else "-", float(r["peak"]), float(r["plan_total"])))
+print()
+model = float(rows[0]["model"])
+print("memory bound: %.1f MiB touched per token / %.1f GB/s = %.3f s/token"
+      % (model, membw, model * MiB / (membw * 1e9)))
+pinned = [r for r in rows if r["name"] == "pinned"]
+if pinned:
+    print("compute alone (everything pinned, nothing streamed): %.3f s/token" % pinned[0]["spt"])
+names = sorted({r["name"] for r in rows if r["frac"]})
+for name in names:
+    fr = [r["frac"] for r in rows if r["name"] == name]
+    print("%s: fraction of the storage limit, median of %d: %.2f (range %.2f-%.2f)"
+          % (name, len(fr), statistics.median(fr), min(fr), max(fr)))
+dec = [r for r in rows if r["name"].startswith("decode") and r["bw"] > 0]
+if dec:
+    got = statistics.median(r["got"] for r in dec)
+    bws = statistics.median([float(r["bw0"]) for r in dec] + [float(r["bw1"]) for r in dec])
+    print("all %d decode runs: median read rate %.2f GB/s; all %d storage measurements around them: median "
+          "%.2f GB/s; ratio %.2f" % (len(dec), got, 2 * len(dec), bws, got / bws))
+over = [float(r["peak"]) - float(r["plan_total"]) for r in rows]
+print("peak PSS minus the plan's shared memory: %.1f to %.1f MiB (the fixed overhead)" % (min(over), max(over)))
+for p in (r for r in rows if r["name"] == "prompt256"):
+    print("prompt of %s tokens (round %s): %.3f s = %.1f decode steps of %.3f s at the same budget (%s); "
+          "%.1f MiB read for it (%.2f x the streamed bytes of a step)"
+          % (p["n_prompt"], p["round"], float(p["t_prompt"]), float(p["t_prompt"]) / p["spt"], p["spt"],
+             p["budget"], float(p["read_first"]), float(p["read_first"]) / float(p["streamed"])))
+PY
+}
+
+if [[ -n ${SL_BENCH_TABLE_ONLY:-} ]]; then
+  log=$dir/pipeline-runs.log results=$dir/pipeline-results.txt
+  tables
+  exit 0
+fi
+
 # ---- the machine and its memory bound ----------------------------------------
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n1)
 ram=$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
@@ -100,6 +157,7 @@ echo "machine: ${cpu:-unknown CPU}, $(nproc) cores, $ram RAM, kernel $(uname -r)
 echo "load before: $(uptime | sed 's/.*load average/load average/')"
 membw=$("$bin/sl-membw" --threads "$(nproc)" -q)
 echo "memory read bandwidth: $membw GB/s ($(nproc) threads)"
+echo "$membw" >"$dir/pipeline-membw.txt"
 
 storage_bw() { "$bin/sl-storagebw" "$model" --reps 3 -q; }
 
@@ -164,7 +222,7 @@ pinned_plan, ring_n, slot, kv, act = f(
 n_prompt, t_prompt, n_gen, t_gen = f(r"prompt (\d+) tokens in ([0-9.]+) s; generated (\d+) tokens in ([0-9.]+) s")
 streamed, pinned, model_mib = f(r"streamed ([0-9.]+) MiB per step \(pinned ([0-9.]+) MiB of ([0-9.]+) MiB\)")
 peak_own, = f(r"peak memory of the pipeline ([0-9.]+) MiB")
-before_first, per_tok = f(r"([0-9.]+) MiB before the first token, then ([0-9.]+) MiB per generated token")
+before_first, per_tok = f(r"([0-9.]+) MiB for the prompt, then ([0-9.]+) MiB per decode step")
 print("name=%s round=%s budget=%s bw0=%s bw1=%s n_prompt=%d t_prompt=%.3f n_gen=%d t_gen=%.3f streamed=%.1f "
       "pinned=%.1f model=%.1f peak=%.1f peak_client=%.1f peak_own=%.1f read_first=%.1f read_tok=%.1f plan_total=%.1f"
       % (name, rnd, bud, bw0, bw1, n_prompt, t_prompt, n_gen, t_gen, streamed, pinned, model_mib, peak_own + peak / 1024,
@@ -195,45 +253,5 @@ done
 run "pinned" 1 - 0 0 -p "$prompt" -n "$n" --loaders 1
 echo "load after: $(uptime | sed 's/.*load average/load average/')"
 
-# ---- the tables ----------------------------------------------------------------
-python3 - "$results" "$membw" <<'PY'
-import statistics, sys
-rows = [dict(kv.split("=", 1) for kv in line.split()) for line in open(sys.argv[1])]
-membw = float(sys.argv[2])
-MiB = 1048576
-for r in rows:
-    r["spt"] = float(r["t_gen"]) / (int(r["n_gen"]) - 1)
-    r["bw"] = max(float(r["bw0"]), float(r["bw1"]))
-    r["got"] = float(r["read_tok"]) * MiB / r["spt"] / 1e9
-    r["frac"] = r["got"] / r["bw"] if r["bw"] > 0 else None
-print()
-print("| run | round | budget | s/token | read/token MiB (model - pinned) | read GB/s | "
-      "storage GB/s before, after | fraction of the higher | peak PSS MiB, all processes (plan) |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-for r in rows:
-    print("| %s | %s | %s | %.3f | %.1f (%.1f) | %.2f | %s | %s | %.1f (%.1f) |"
-          % (r["name"], r["round"], r["budget"] if r["budget"] != "-" else "none: all pinned", r["spt"],
-             float(r["read_tok"]), float(r["model"]) - float(r["pinned"]), r["got"],
-             "%s, %s" % (r["bw0"], r["bw1"]) if r["bw"] > 0 else "-",
-             "%.2f" % r["frac"] if r["frac"] else "-", float(r["peak"]), float(r["plan_total"])))
-print()
-model = float(rows[0]["model"])
-print("memory bound: %.1f MiB touched per token / %.1f GB/s = %.3f s/token"
-      % (model, membw, model * MiB / (membw * 1e9)))
-pinned = [r for r in rows if r["name"] == "pinned"]
-if pinned:
-    print("compute alone (everything pinned, nothing streamed): %.3f s/token" % pinned[0]["spt"])
-names = sorted({r["name"] for r in rows if r["frac"]})
-for name in names:
-    fr = [r["frac"] for r in rows if r["name"] == name]
-    print("%s: fraction of the storage limit, median of %d: %.2f (range %.2f-%.2f)"
-          % (name, len(fr), statistics.median(fr), min(fr), max(fr)))
-over = [float(r["peak"]) - float(r["plan_total"]) for r in rows]
-print("peak PSS minus the plan's shared memory: %.1f to %.1f MiB (the fixed overhead)" % (min(over), max(over)))
-for p in (r for r in rows if r["name"] == "prompt256"):
-    print("prompt of %s tokens (round %s): %.3f s = %.1f decode steps of %.3f s at the same budget (%s); "
-          "%.1f MiB read before its first token (%.2f x the model, pinned part included)"
-          % (p["n_prompt"], p["round"], float(p["t_prompt"]), float(p["t_prompt"]) / p["spt"], p["spt"],
-             p["budget"], float(p["read_first"]), float(p["read_first"]) / model))
-PY
+tables
 echo "runs' output: $log"

@@ -110,36 +110,6 @@ static uint64_t pss_kb(const pipeline *p)
     return total;
 }
 
-/* Bytes the pipeline's processes have had read from storage so far: the sum
- * of read_bytes in /proc/PID/io, which counts direct reads and page-cache
- * misses but not page-cache hits. Reported beside the plan's streamed bytes
- * so that bytes read per token are measured, not inferred. Returns false
- * when the kernel does not say (no task I/O accounting, or a child gone). */
-static bool storage_read_bytes(const pipeline *p, uint64_t *out)
-{
-    uint64_t total = 0;
-    for (int i = 0; i < p->n; i++) {
-        char path[64], line[128];
-        snprintf(path, sizeof path, "/proc/%d/io", (int)p->pids[i]);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            return false;
-        bool found = false;
-        while (!found && fgets(line, sizeof line, f)) {
-            unsigned long long v;
-            if (sscanf(line, "read_bytes: %llu", &v) == 1) {
-                total += v;
-                found = true;
-            }
-        }
-        fclose(f);
-        if (!found)
-            return false;
-    }
-    *out = total;
-    return p->n > 0;
-}
-
 static void stop_pipeline(pipeline *p)
 {
     for (int i = 0; i < p->n; i++)
@@ -305,8 +275,7 @@ int sl_cmd_run(int argc, char **argv)
         goto done;
 
     double t0 = now_s(), t_first = 0, last_event = t0;
-    uint64_t next_seq = 0, peak_kb = 0, io0 = 0, io_first = 0, io_end = 0;
-    bool have_io = storage_read_bytes(&p, &io0);
+    uint64_t next_seq = 0, peak_kb = 0;
     uint32_t n_gen = 0, n_prompt = 0;
     const double patience = a.connect ? CONNECT_REPLY_S : FIRST_REPLY_S;
     for (;;) {
@@ -341,10 +310,8 @@ int sl_cmd_run(int argc, char **argv)
         if (m.type != SL_MSG_TOKEN || m.token.seq != next_seq)
             continue; /* not ours, or a duplicate */
         next_seq++;
-        if (!t_first) {
+        if (!t_first)
             t_first = now_s();
-            have_io = have_io && storage_read_bytes(&p, &io_first);
-        }
         fwrite(m.token.text.ptr, 1, m.token.text.len, stdout);
         fflush(stdout);
         if (m.token.finish != SL_FINISH_NONE) {
@@ -358,17 +325,12 @@ int sl_cmd_run(int argc, char **argv)
     }
     putchar('\n');
     double t_end = now_s();
-    have_io = have_io && storage_read_bytes(&p, &io_end);
     fprintf(stderr, "sluice run: %u prompt tokens, %u generated; first token after %.3f s, then %.2f tokens/s",
             n_prompt, n_gen, t_first - t0, n_gen > 1 ? (n_gen - 1) / (t_end - t_first) : 0.0);
     if (p.n)
         fprintf(stderr, "; peak memory of the pipeline %.1f MiB (proportional set size, shared memory counted "
                         "once)", peak_kb / 1024.0);
     fputc('\n', stderr);
-    if (have_io)
-        fprintf(stderr, "sluice run: storage reads (read_bytes of the pipeline's processes): %.1f MiB before the "
-                        "first token, then %.3f MiB per generated token\n",
-                (io_first - io0) / 1048576.0, n_gen > 1 ? (io_end - io_first) / 1048576.0 / (n_gen - 1) : 0.0);
 done:
     sl_endpoint_close(sock);
     if (zctx)

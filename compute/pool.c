@@ -1,11 +1,16 @@
 /* Worker thread pool; see pool.h.
  *
  * Protocol: the dispatcher publishes the job (fn, ctx, n_items), sets
- * `pending` to the number of workers, and bumps `gen` under the mutex
- * before broadcasting `wake`. A worker that sees a new generation runs its
- * chunk and decrements `pending`; the one that brings it to zero signals
- * `done` under the mutex. Both sides spin on the atomics for a short while
- * before blocking, because dispatches arrive in quick bursts. */
+ * `pending` to the number of workers and bumps `gen`. A worker that sees a
+ * new generation runs its chunk and decrements `pending`. Both sides spin on
+ * the atomics for a short while before blocking, because dispatches arrive
+ * in quick bursts, and the mutex and condition variables are touched only
+ * when someone is blocked: a worker about to sleep counts itself in
+ * `sleepers` (under the mutex) before its last look at `gen`, and the
+ * dispatcher about to sleep sets `waiting` before its last look at
+ * `pending`; the other side reads those after its own update (all
+ * sequentially consistent), so a wake-up is never missed, and a dispatch
+ * between running threads costs no lock and no system call. */
 #include "compute/pool.h"
 
 #include <pthread.h>
@@ -38,6 +43,8 @@ struct sl_pool {
     pthread_cond_t done;
     _Atomic uint64_t gen;
     _Atomic uint32_t pending;
+    _Atomic uint32_t sleepers; /* workers blocked (or about to block) on `wake` */
+    _Atomic bool waiting;      /* the dispatcher is blocked (or about to block) on `done` */
     _Atomic bool stop;
     atomic_flag busy; /* catches concurrent dispatches */
     /* The current job; written before gen is bumped, read after. */
@@ -69,9 +76,11 @@ static uint64_t wait_for_job(sl_pool *p, uint64_t seen)
         cpu_relax();
     }
     pthread_mutex_lock(&p->mu);
+    atomic_fetch_add(&p->sleepers, 1);
     uint64_t g;
-    while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen)
+    while ((g = atomic_load(&p->gen)) == seen)
         pthread_cond_wait(&p->wake, &p->mu);
+    atomic_fetch_sub(&p->sleepers, 1);
     pthread_mutex_unlock(&p->mu);
     return g;
 }
@@ -87,7 +96,7 @@ static void *worker_main(void *arg)
         if (atomic_load_explicit(&p->stop, memory_order_acquire))
             return NULL;
         run_chunk(p, a.id);
-        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
+        if (atomic_fetch_sub(&p->pending, 1) == 1 && atomic_load(&p->waiting)) {
             pthread_mutex_lock(&p->mu);
             pthread_cond_signal(&p->done);
             pthread_mutex_unlock(&p->mu);
@@ -95,12 +104,16 @@ static void *worker_main(void *arg)
     }
 }
 
-static void bump_generation(sl_pool *p)
+/* Publishes a new generation; wakes the workers that sleep (all of them
+ * when `always`, for shutdown). */
+static void bump_generation(sl_pool *p, bool always)
 {
-    pthread_mutex_lock(&p->mu);
-    atomic_fetch_add_explicit(&p->gen, 1, memory_order_acq_rel);
-    pthread_cond_broadcast(&p->wake);
-    pthread_mutex_unlock(&p->mu);
+    atomic_fetch_add(&p->gen, 1);
+    if (always || atomic_load(&p->sleepers) > 0) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->wake);
+        pthread_mutex_unlock(&p->mu);
+    }
 }
 
 int sl_pool_new(uint32_t n_threads, sl_pool **out)
@@ -125,6 +138,8 @@ int sl_pool_new(uint32_t n_threads, sl_pool **out)
     pthread_cond_init(&p->done, NULL);
     atomic_init(&p->gen, 0);
     atomic_init(&p->pending, 0);
+    atomic_init(&p->sleepers, 0);
+    atomic_init(&p->waiting, false);
     atomic_init(&p->stop, false);
     atomic_flag_clear(&p->busy);
     for (uint32_t i = 1; i < n_threads; i++) {
@@ -149,7 +164,7 @@ void sl_pool_free(sl_pool *p)
     if (!p)
         return;
     atomic_store_explicit(&p->stop, true, memory_order_release);
-    bump_generation(p);
+    bump_generation(p, true);
     for (uint32_t i = 1; i < p->n_threads; i++)
         pthread_join(p->threads[i], NULL);
     pthread_cond_destroy(&p->done);
@@ -173,15 +188,17 @@ void sl_pool_run(sl_pool *p, int64_t n_items, sl_pool_fn fn, void *ctx)
     p->n_items = n_items;
     if (p->n_threads > 1 && n_items > 1) {
         atomic_store_explicit(&p->pending, p->n_threads - 1, memory_order_relaxed);
-        bump_generation(p);
+        bump_generation(p, false);
         run_chunk(p, 0);
         int spins = 0;
         while (atomic_load_explicit(&p->pending, memory_order_acquire) != 0 && spins++ < SPIN_LIMIT)
             cpu_relax();
         if (atomic_load_explicit(&p->pending, memory_order_acquire) != 0) {
             pthread_mutex_lock(&p->mu);
-            while (atomic_load_explicit(&p->pending, memory_order_acquire) != 0)
+            atomic_store(&p->waiting, true);
+            while (atomic_load(&p->pending) != 0)
                 pthread_cond_wait(&p->done, &p->mu);
+            atomic_store(&p->waiting, false);
             pthread_mutex_unlock(&p->mu);
         }
     } else if (n_items > 0) {

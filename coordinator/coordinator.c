@@ -66,6 +66,10 @@ typedef struct session {
     sl_detok dt;
     uint64_t seq;      /* seq of the next token event */
     double t_start, t_first;
+    /* --stats: storage_read_bytes at the start and at the first token, and
+     * the steps completed by then */
+    uint64_t io_start, io_first, steps_first;
+    bool io_ok;
 } session;
 
 typedef struct coord {
@@ -125,6 +129,49 @@ static void *watch_board(void *arg)
         }
     }
     return NULL;
+}
+
+/* ---- statistics ---------------------------------------------------------- */
+
+static uint64_t proc_read_bytes(pid_t pid, bool *ok)
+{
+    char path[64], line[128];
+    snprintf(path, sizeof path, "/proc/%d/io", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        *ok = false;
+        return 0;
+    }
+    unsigned long long v = 0;
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f))
+        found = sscanf(line, "read_bytes: %llu", &v) == 1;
+    fclose(f);
+    *ok &= found;
+    return v;
+}
+
+/* Bytes read from storage so far by this process and the live loaders and
+ * workers: the sum of read_bytes in /proc/PID/io, which counts direct reads
+ * and page-cache misses, not page-cache hits. Sampled at a session's first
+ * token and at its end, it measures the bytes the steps in between read,
+ * to be set beside the plan's streamed bytes per step (DESIGN.md §6).
+ * Returns false when the kernel does not say (no task I/O accounting, or a
+ * process went away); never fails otherwise. Reads a few /proc files: for
+ * --stats only, never on the step path. */
+static bool storage_read_bytes(coord *c, uint64_t *out)
+{
+    bool ok = true;
+    uint64_t total = proc_read_bytes(getpid(), &ok);
+    const enum sl_role roles[] = {SL_ROLE_LOADER, SL_ROLE_WORKER};
+    for (int r = 0; r < 2; r++)
+        for (uint32_t i = 0; i < sl_proctab_capacity(roles[r]); i++) {
+            sl_proc_ident id;
+            if (sl_proctab_check(c->l->procs, roles[r], i, 0, 0, &id) == SL_PROC_ALIVE)
+                total += proc_read_bytes(sl_proc_pid(id), &ok);
+        }
+    *out = total;
+    return ok;
 }
 
 /* ---- messages ------------------------------------------------------------ */
@@ -198,6 +245,15 @@ static void finish_session(coord *c, session *s, int32_t tok, const char *text, 
     }
     emit(c, s, tok, text, len, why);
     if (c->stats) {
+        /* steps_first is 0 until a step gave the first token (and then at
+         * least 1). */
+        uint64_t io_end, steps = c->steps - s->steps_first;
+        if (s->io_ok && s->steps_first && steps && storage_read_bytes(c, &io_end))
+            fprintf(stderr,
+                    "sluice: request %llu: storage reads (read_bytes of the pipeline's processes): %.1f MiB for the "
+                    "prompt, then %.3f MiB per decode step (%llu steps)\n",
+                    (unsigned long long)s->req_id, (s->io_first - s->io_start) / 1048576.0,
+                    (io_end - s->io_first) / 1048576.0 / steps, (unsigned long long)steps);
         double t = now_s(), gen_t = t - s->t_first;
         fprintf(stderr,
                 "sluice: request %llu: prompt %u tokens in %.3f s; generated %u tokens in %.3f s (%.2f tokens/s); "
@@ -266,6 +322,8 @@ static void handle_generate(coord *c, const sl_envelope *env, const sl_msg *m)
     }
     *s = (session){.active = true, .req_id = m->id, .client = *env, .tokens = s->tokens, .n_tokens = (uint32_t)n,
                    .n_prompt = (uint32_t)n, .n_predict = g->n_predict, .sp = g->sampling, .t_start = now_s()};
+    if (c->stats)
+        s->io_ok = storage_read_bytes(c, &s->io_start);
     sl_sampler_init(&s->ss, &s->sp);
     for (int i = 0; i < n; i++)
         sl_sampler_accept(&s->ss, s->tokens[i]);
@@ -441,8 +499,12 @@ static void complete_step(coord *c)
         }
         if (s->n_fed < s->n_tokens)
             continue; /* more of the prompt to feed */
-        if (!s->t_first)
+        if (!s->t_first) {
             s->t_first = now_s();
+            s->steps_first = c->steps;
+            if (c->stats)
+                s->io_ok = s->io_ok && storage_read_bytes(c, &s->io_first);
+        }
         const float *logits = c->l->logits + (size_t)k * c->l->plan->n_vocab;
         int tok = sl_sampler_sample(&s->ss, &s->sp, logits, (int)c->l->plan->n_vocab, c->sample_scratch,
                                     c->sample_scratch_bytes);

@@ -66,18 +66,19 @@ def minimum_budget(name):
 
 
 def check_storage_reads(what, err, streamed):
-    """`sluice run` measures the bytes its pipeline read from storage (the
-    processes' read_bytes); per generated token that is the plan's streamed
-    bytes per step, give or take the 4 KiB rounding of each unit and the
-    units prefetched across the ends of the measured window. Page-cache hits
-    are not storage reads, so the lower bound holds only with direct I/O."""
-    m = re.search(rb"then ([0-9.]+) MiB per generated token", err)
+    """The coordinator (--stats, which `sluice run` passes) measures the bytes
+    its pipeline read from storage (the processes' read_bytes); per decode
+    step that is the plan's streamed bytes per step, give or take the 4 KiB
+    rounding of each unit and the units prefetched across the ends of the
+    measured window. Page-cache hits are not storage reads, so the lower
+    bound holds only with direct I/O."""
+    m = re.search(rb"then ([0-9.]+) MiB per decode step", err)
     check(m is not None, "%s: storage reads are reported: %r" % (what, err[-400:]))
     if not m or not streamed or b"does not support direct I/O" in err:
         return
     got, want = float(m.group(1)), float(streamed.group(1))
     check(0.8 * want - 0.05 <= got <= 1.5 * want + 0.1,
-          "%s: %.3f MiB read per token, %.1f MiB streamed per step" % (what, got, want))
+          "%s: %.3f MiB read per decode step, %.1f MiB streamed per step" % (what, got, want))
 
 
 def test_streaming_matches_in_process():
