@@ -19,6 +19,8 @@
 typedef struct layout {
     size_t xn;     /* [n_batch][n_embd]   normalised input; also the Wo and Wdown outputs */
     size_t q;      /* [n_batch][n_head * head_dim_k] */
+    size_t k;      /* [n_batch][n_head_kv * head_dim_k]: this batch's keys, before the cache */
+    size_t v;      /* [n_batch][n_head_kv * head_dim_v]: this batch's values, before the cache */
     size_t att;    /* [n_batch][n_head * head_dim_v] */
     size_t gate;   /* [n_batch][n_ff] */
     size_t up;     /* [n_batch][n_ff] */
@@ -55,6 +57,8 @@ static bool make_layout(const sl_hparams *hp, uint32_t n_batch, uint32_t n_ctx, 
     l->score_stride = ((size_t)n_ctx + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
     bool ok = region(&c, &l->xn, n_batch, hp->n_embd, 1) &&
               region(&c, &l->q, n_batch, hp->n_head, hp->head_dim_k) &&
+              region(&c, &l->k, n_batch, hp->n_head_kv, hp->head_dim_k) &&
+              region(&c, &l->v, n_batch, hp->n_head_kv, hp->head_dim_v) &&
               region(&c, &l->att, n_batch, hp->n_head, hp->head_dim_v) &&
               region(&c, &l->gate, n_batch, hp->n_ff, 1) && region(&c, &l->up, n_batch, hp->n_ff, 1) &&
               region(&c, &l->rope, n_batch, hp->n_rot, 1) &&
@@ -138,8 +142,7 @@ typedef struct layer_ctx {
     const layout *l;
     float *x;
     uint32_t n, pos0;
-    float *k_rows, *v_rows; /* cache rows of this batch */
-    const float *k_cache, *v_cache;
+    float *k_cache, *v_cache;
 } layer_ctx;
 
 /* x -> xn with the given norm weight, for tokens [b, e). */
@@ -171,7 +174,8 @@ static void residual_norm_job(void *ctx, int64_t b, int64_t e, uint32_t worker)
     norm_tokens(c, &c->w->t[SL_LW_FFN_NORM], b, e);
 }
 
-/* After the Q/K/V products: biases, per-head norms, RoPE. */
+/* After the Q/K/V products: biases, per-head norms, RoPE; then this batch's
+ * keys and values go into their cache rows (head-major, see forward.h). */
 static void qkv_post_job(void *ctx, int64_t b, int64_t e, uint32_t worker)
 {
     (void)worker;
@@ -180,10 +184,11 @@ static void qkv_post_job(void *ctx, int64_t b, int64_t e, uint32_t worker)
     const sl_layer_weights *w = c->w;
     const uint32_t hdk = hp->head_dim_k, qdim = hp->n_head * hdk, kdim = hp->n_head_kv * hdk;
     const uint32_t vdim = hp->n_head_kv * hp->head_dim_v, half = hp->n_rot / 2;
-    float *q_all = c->f->scratch + c->l->q;
+    const uint32_t hdv = hp->head_dim_v, n_ctx = c->f->n_ctx;
+    float *q_all = c->f->scratch + c->l->q, *k_all = c->f->scratch + c->l->k, *v_all = c->f->scratch + c->l->v;
     float *cs_all = c->f->scratch + c->l->rope;
     for (int64_t t = b; t < e; t++) {
-        float *q = q_all + t * qdim, *k = c->k_rows + t * kdim, *v = c->v_rows + t * vdim;
+        float *q = q_all + t * qdim, *k = k_all + t * kdim, *v = v_all + t * vdim;
         add_bias(q, &w->t[SL_LW_Q_BIAS], qdim);
         add_bias(k, &w->t[SL_LW_K_BIAS], kdim);
         add_bias(v, &w->t[SL_LW_V_BIAS], vdim);
@@ -206,6 +211,11 @@ static void qkv_post_job(void *ctx, int64_t b, int64_t e, uint32_t worker)
             rope_head(q + h * hdk, cs, hp->n_rot, hp->rope_type);
         for (uint32_t h = 0; h < hp->n_head_kv; h++)
             rope_head(k + h * hdk, cs, hp->n_rot, hp->rope_type);
+        const size_t row = c->pos0 + (size_t)t;
+        for (uint32_t g = 0; g < hp->n_head_kv; g++) {
+            memcpy(c->k_cache + ((size_t)g * n_ctx + row) * hdk, k + (size_t)g * hdk, hdk * sizeof *k);
+            memcpy(c->v_cache + ((size_t)g * n_ctx + row) * hdv, v + (size_t)g * hdv, hdv * sizeof *v);
+        }
     }
 }
 
@@ -215,7 +225,7 @@ static void attention_job(void *ctx, int64_t b, int64_t e, uint32_t worker)
     const layer_ctx *c = ctx;
     const sl_hparams *hp = c->f->hp;
     const uint32_t hdk = hp->head_dim_k, hdv = hp->head_dim_v;
-    const uint32_t qdim = hp->n_head * hdk, kdim = hp->n_head_kv * hdk, vdim = hp->n_head_kv * hdv;
+    const uint32_t qdim = hp->n_head * hdk, n_ctx = c->f->n_ctx;
     const uint32_t odim = hp->n_head * hdv, group = hp->n_head / hp->n_head_kv;
     const float scale = 1.0f / sqrtf((float)hdk);
     const sl_kernels *kern = c->f->kern;
@@ -224,10 +234,10 @@ static void attention_job(void *ctx, int64_t b, int64_t e, uint32_t worker)
         const uint32_t t = (uint32_t)(it / hp->n_head), h = (uint32_t)(it % hp->n_head);
         const uint32_t g = h / group, last = c->pos0 + t;
         const float *q = c->f->scratch + c->l->q + (size_t)t * qdim + (size_t)h * hdk;
+        const float *keys = c->k_cache + (size_t)g * n_ctx * hdk, *vals = c->v_cache + (size_t)g * n_ctx * hdv;
         float mx = -INFINITY;
         for (uint32_t j = 0; j <= last; j++) {
-            const float *k = c->k_cache + (size_t)j * kdim + (size_t)g * hdk;
-            s[j] = kern->vdot(q, k, hdk) * scale;
+            s[j] = kern->vdot(q, keys + (size_t)j * hdk, hdk) * scale;
             mx = s[j] > mx ? s[j] : mx;
         }
         const double sum = kern->exp_sum(s, mx, (int64_t)last + 1);
@@ -236,7 +246,7 @@ static void attention_job(void *ctx, int64_t b, int64_t e, uint32_t worker)
         memset(o, 0, hdv * sizeof *o);
         for (uint32_t j = 0; j <= last; j++) {
             const float p = s[j] * inv;
-            kern->axpy(o, p, c->v_cache + (size_t)j * vdim + (size_t)g * hdv, hdv);
+            kern->axpy(o, p, vals + (size_t)j * hdv, hdv);
         }
     }
 }
@@ -337,25 +347,14 @@ int sl_forward_layer(const sl_forward *f, const sl_layer_weights *w, float *x, u
     layout l;
     SL_ASSERT(make_layout(hp, f->n_batch, f->n_ctx, sl_pool_size(f->pool), &l));
     float *s = f->scratch;
-    const size_t kdim = (size_t)hp->n_head_kv * hp->head_dim_k, vdim = (size_t)hp->n_head_kv * hp->head_dim_v;
-    layer_ctx c = {.f = f,
-                   .w = w,
-                   .l = &l,
-                   .x = x,
-                   .n = n,
-                   .pos0 = pos0,
-                   .k_rows = k_cache + pos0 * kdim,
-                   .v_rows = v_cache + pos0 * vdim,
-                   .k_cache = k_cache,
-                   .v_cache = v_cache};
+    layer_ctx c = {.f = f, .w = w, .l = &l, .x = x, .n = n, .pos0 = pos0, .k_cache = k_cache, .v_cache = v_cache};
 
-    /* Attention block. K and V go straight into this batch's cache rows,
-     * which are contiguous because the cache is position-major. */
+    /* Attention block. */
     sl_pool_run(f->pool, n, attn_norm_job, &c);
     const sl_matmul_op qkv[3] = {
         {&w->t[SL_LW_Q], s + l.xn, s + l.q},
-        {&w->t[SL_LW_K], s + l.xn, c.k_rows},
-        {&w->t[SL_LW_V], s + l.xn, c.v_rows},
+        {&w->t[SL_LW_K], s + l.xn, s + l.k},
+        {&w->t[SL_LW_V], s + l.xn, s + l.v},
     };
     sl_matmul(f->pool, f->kern, qkv, 3, n, s + l.qact, l.qact_bytes);
     sl_pool_run(f->pool, n, qkv_post_job, &c);

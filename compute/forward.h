@@ -20,9 +20,11 @@
  *   x  += Wdown (silu(Wgate h) * (Wup h))
  * Output: logits = Woutput (RMSNorm(x) * output_norm).
  *
- * Layouts: x is [n][n_embd]; the K cache of a layer is [n_ctx][n_head_kv *
- * head_dim_k] and the V cache [n_ctx][n_head_kv * head_dim_v], F32, row p
- * holding position p. Results do not depend on the batch size or the number
+ * Layouts: x is [n][n_embd]; the K cache of a layer is [n_head_kv][n_ctx]
+ * [head_dim_k] and the V cache [n_head_kv][n_ctx][head_dim_v], F32: head
+ * major, so that attention reads each head's keys and values as one
+ * contiguous run (position-major rows would put consecutive positions of a
+ * head a whole row apart, a page or more on large models). Results do not depend on the batch size or the number
  * of threads (bit for bit): every output element is computed by the same
  * sequence of operations either way. */
 #ifndef SL_COMPUTE_FORWARD_H
