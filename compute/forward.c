@@ -27,7 +27,7 @@ typedef struct layout {
     size_t rope;   /* [n_batch][n_rot]: cos of each pair, then sin */
     size_t scores; /* [n_threads][score_stride] */
     size_t score_stride;
-    size_t qact;       /* quantized matmul inputs: sl_matmul_scratch_bytes(..., 2) bytes */
+    size_t qact;       /* quantized matmul inputs: sl_matmul_scratch_bytes(..., SL_ACT_COUNT - 1) bytes */
     size_t qact_bytes;
     size_t total;
 } layout;
@@ -63,11 +63,11 @@ static bool make_layout(const sl_hparams *hp, uint32_t n_batch, uint32_t n_ctx, 
               region(&c, &l->gate, n_batch, hp->n_ff, 1) && region(&c, &l->up, n_batch, hp->n_ff, 1) &&
               region(&c, &l->rope, n_batch, hp->n_rot, 1) &&
               region(&c, &l->scores, n_threads, l->score_stride, 1);
-    /* Matmul inputs: one call quantizes at most two (input, format) pairs:
-     * its one input, for weights of a 32-block and of a 256-block type. */
+    /* Matmul inputs: one call quantizes its one input at most once per
+     * quantized activation format (weights of several types may share it). */
     uint32_t max_cols = hp->n_embd > hp->n_ff ? hp->n_embd : hp->n_ff;
     max_cols = hp->n_head * hp->head_dim_v > max_cols ? hp->n_head * hp->head_dim_v : max_cols;
-    l->qact_bytes = sl_matmul_scratch_bytes(max_cols, n_batch, 2);
+    l->qact_bytes = sl_matmul_scratch_bytes(max_cols, n_batch, SL_ACT_COUNT - 1);
     ok = ok && l->qact_bytes && region(&c, &l->qact, (l->qact_bytes + 3) / 4, 1, 1);
     l->total = c;
     return ok;

@@ -28,6 +28,7 @@ typedef enum sl_act {
     SL_ACT_F32 = 0,  /* the floats as they are; products via dot[type] */
     SL_ACT_Q8_0 = 1, /* 8-bit, blocks of 32 with a float scale and the block sum */
     SL_ACT_Q8_K = 2, /* 8-bit, blocks of 256 with a float scale and sums of each 16 */
+    SL_ACT_Q8_0P = 3, /* SL_ACT_Q8_0 with the quants of each 4 blocks in nibble order */
     SL_ACT_COUNT
 } sl_act;
 

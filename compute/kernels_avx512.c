@@ -210,16 +210,6 @@ INLINE __m512i add_fifth_bits(__m512i u, const uint8_t *qha, const uint8_t *qhb,
     return _mm512_mask_add_epi8(u, k, u, _mm512_set1_epi8(16));
 }
 
-INLINE wpair unpack_q4_0(const void *row, int64_t p, int mode)
-{
-    const sl_block_q4_0 *b = (const sl_block_q4_0 *)row + 2 * p;
-    const bool half = mode == PAIR_HALF;
-    wpair w;
-    w.u = pair_nibbles(b[0].qs, b[half ? 0 : 1].qs, mode);
-    w.d = f16_pair(b[0].d, half ? 0 : b[1].d);
-    return w;
-}
-
 INLINE wpair unpack_q4_1(const void *row, int64_t p, int mode)
 {
     const sl_block_q4_1 *b = (const sl_block_q4_1 *)row + 2 * p;
@@ -409,11 +399,228 @@ INLINE void decode32(unpack_pair_fn unpack, int shift, bool with_min, int64_t n,
         }                                                                                                    \
     }
 
-GEMM32(q4_0, unpack_q4_0, 3, false)
 GEMM32(q4_1, unpack_q4_1, -1, true)
 GEMM32(q5_0, unpack_q5_0, 4, false)
 GEMM32(q5_1, unpack_q5_1, -1, true)
 GEMM32(q8_0, unpack_q8_0, 7, false)
+
+/* ---- Q4_0 in groups of four blocks (activations SL_ACT_Q8_0P) --------------------
+ * Four Q4_0 blocks are 72 bytes: their 64 quant bytes come out of three
+ * 32-byte loads with one two-source byte permute, their low nibbles then
+ * meet the activations' first half (quant.h: SL_ACT_Q8_0P) and their high
+ * nibbles the second, and the four f16 scales come out of the first two
+ * loads with one word permute. Each block owns four consecutive 32-bit
+ * lanes, so a group costs two VPDPBUSD and one conversion, one scale product
+ * and one FMA for 128 weights, about half the work per weight of the pair
+ * scheme above: enough for two cores to keep up with memory on a decode
+ * step. (32-byte loads: 64-byte loads that straddle cache lines stream from
+ * memory at half the speed on the machines measured — bench/RESULTS.md.)
+ * A last group of r < 4 blocks is read with masked loads and its missing
+ * lanes are zero. Every output, whatever the tile, is the same sequence:
+ * per group acc += float(isum) * (d_w * d_x), then the lanes summed. */
+
+typedef struct wquad {
+    __m512i lo, hi; /* unsigned quants 0..15 */
+    __m512 d;       /* lane 4k + j: block k's scale */
+} wquad;
+
+typedef struct xquad {
+    __m512i init; /* lane 4k: -8 * (block k's quant sum), else 0 */
+    __m512 d;     /* lane 4k + j: block k's activation scale */
+} xquad;
+
+/* Byte indices into the 72 bytes of four blocks, loaded as bytes 0..63 (the
+ * permute's first source) and bytes 40..71 (the second): byte b is index b
+ * below 64, else 64 + (b - 40). */
+static const uint8_t k_quad_qs_idx[64] __attribute__((aligned(64))) = {
+#define QS_IDX(k, i) ((18 * (k) + 2 + (i)) < 64 ? (18 * (k) + 2 + (i)) : (18 * (k) + 2 + (i)) + 24)
+#define QS_ROW(k)                                                                                            \
+    QS_IDX(k, 0), QS_IDX(k, 1), QS_IDX(k, 2), QS_IDX(k, 3), QS_IDX(k, 4), QS_IDX(k, 5), QS_IDX(k, 6),        \
+        QS_IDX(k, 7), QS_IDX(k, 8), QS_IDX(k, 9), QS_IDX(k, 10), QS_IDX(k, 11), QS_IDX(k, 12),               \
+        QS_IDX(k, 13), QS_IDX(k, 14), QS_IDX(k, 15)
+    QS_ROW(0), QS_ROW(1), QS_ROW(2), QS_ROW(3)
+#undef QS_ROW
+#undef QS_IDX
+};
+
+INLINE wquad unpack_quad_q4_0(const uint8_t *g, int r)
+{
+    const __m512i idx = _mm512_load_si512((const void *)k_quad_qs_idx);
+    __m512i a, b;
+    __mmask64 keep;
+    if (r == 4) {
+        a = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)g)),
+                               _mm256_loadu_si256((const __m256i *)(g + 32)), 1);
+        b = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(g + 40)));
+        keep = ~(__mmask64)0;
+    } else {
+        /* 18r <= 54 bytes, all in the first source */
+        const uint64_t bytes = ((uint64_t)1 << (18 * r)) - 1;
+        a = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_maskz_loadu_epi8((__mmask32)bytes, g)),
+                               _mm256_maskz_loadu_epi8((__mmask32)(bytes >> 32), g + 32), 1);
+        b = _mm512_setzero_si512();
+        keep = ((__mmask64)1 << (16 * r)) - 1;
+    }
+    const __m512i q = _mm512_maskz_permutex2var_epi8(keep, a, idx, b);
+    const __m512i m4 = _mm512_set1_epi8(15);
+    wquad w;
+    w.lo = _mm512_and_si512(q, m4);
+    w.hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+    /* scale words 0, 9, 18, 27, each four times */
+    const __m512i widx = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 27, 27, 27, 27, 18, 18,
+                                          18, 18, 9, 9, 9, 9, 0, 0, 0, 0);
+    __m256i dw = _mm512_castsi512_si256(_mm512_permutexvar_epi16(widx, a));
+    if (r != 4)
+        dw = _mm256_maskz_mov_epi16((__mmask16)((1u << (4 * r)) - 1), dw);
+    w.d = _mm512_cvtph_ps(dw);
+    return w;
+}
+
+/* The activation scales and offset term of group g (r blocks) of a row. */
+INLINE xquad act_quad(const float *xd, const int32_t *xs, int64_t g, int r)
+{
+    const __m512i idx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    const __mmask16 lanes = (__mmask16)((1u << (4 * r)) - 1), firsts = lanes & 0x1111;
+    const __mmask16 in = (__mmask16)((1u << r) - 1);
+    xquad x;
+    x.d = _mm512_maskz_permutexvar_ps(lanes, idx, _mm512_maskz_loadu_ps(in, xd + 4 * g));
+    const __m512i sum = _mm512_maskz_permutexvar_epi32(firsts, idx, _mm512_maskz_loadu_epi32(in, xs + 4 * g));
+    x.init = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 3));
+    return x;
+}
+
+/* The activation quants of group g (r blocks): low halves, high halves. */
+INLINE void act_quants(const uint8_t *row, int64_t g, int r, __m512i *lo, __m512i *hi)
+{
+    const uint8_t *q = row + 128 * g;
+    if (r == 4) {
+        *lo = _mm512_load_si512((const void *)q);
+        *hi = _mm512_load_si512((const void *)(q + 64));
+    } else {
+        const __mmask64 m = ((__mmask64)1 << (16 * r)) - 1;
+        *lo = _mm512_maskz_loadu_epi8(m, q);
+        *hi = _mm512_maskz_loadu_epi8(m, q + 16 * r);
+    }
+}
+
+INLINE __m512 quad_fma(const wquad *w, const xquad *x, __m512i xlo, __m512i xhi, __m512 acc)
+{
+    __m512i isum = _mm512_dpbusd_epi32(x->init, w->lo, xlo);
+    isum = _mm512_dpbusd_epi32(isum, w->hi, xhi);
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(w->d, x->d), acc);
+}
+
+/* Groups whose activation vectors a decode step builds once for all rows
+ * (32 KiB of stack; longer rows build them as they go, the same values). */
+#define DECODE_QUADS 256
+
+/* One group step of an R x T tile; pre: the token's groups (T == 1) or NULL. */
+INLINE void quad_step(int R, int T, const uint8_t *w, size_t w_stride, const uint8_t *a, size_t a_stride,
+                      int64_t n, int64_t g, int r, const xquad *pre, __m512 acc[4][4])
+{
+    wquad wq[4];
+    for (int i = 0; i < R; i++)
+        wq[i] = unpack_quad_q4_0(w + (size_t)i * w_stride + 72 * (size_t)g, r);
+    for (int t = 0; t < T; t++) {
+        const uint8_t *row = a + (size_t)t * a_stride;
+        const xquad xq = pre ? pre[g] : act_quad(sl_act_q8_0_d(row, n), sl_act_q8_0_s(row, n), g, r);
+        __m512i xlo, xhi;
+        act_quants(row, g, r, &xlo, &xhi);
+        for (int i = 0; i < R; i++)
+            acc[i][t] = quad_fma(&wq[i], &xq, xlo, xhi, acc[i][t]);
+    }
+}
+
+INLINE void tile_quads(int R, int T, int64_t n, const uint8_t *w, size_t w_stride, const uint8_t *a,
+                       size_t a_stride, const xquad *pre, float *y, size_t y_stride)
+{
+    __m512 acc[4][4];
+    for (int i = 0; i < R; i++)
+        for (int t = 0; t < T; t++)
+            acc[i][t] = _mm512_setzero_ps();
+    const int64_t nb = n / SL_QK;
+    for (int64_t g = 0; g < nb / 4; g++)
+        quad_step(R, T, w, w_stride, a, a_stride, n, g, 4, pre, acc);
+    if (nb % 4)
+        quad_step(R, T, w, w_stride, a, a_stride, n, nb / 4, (int)(nb % 4), pre, acc);
+    for (int i = 0; i < R; i++)
+        for (int t = 0; t < T; t++)
+            y[(size_t)t * y_stride + (size_t)i] = hsum(acc[i][t]);
+}
+
+#define QUAD_CASE(R, T)                                                                                      \
+    case (R)*8 + (T):                                                                                        \
+        tile_quads(R, T, n, w, ws, a, as, NULL, y, ys);                                                      \
+        break;
+#define QUAD_ROW(R) QUAD_CASE(R, 1) QUAD_CASE(R, 2) QUAD_CASE(R, 3) QUAD_CASE(R, 4)
+
+static void tile_q4_0_quads(int R, int T, int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, size_t as,
+                            float *y, size_t ys)
+{
+    switch (R * 8 + T) {
+        QUAD_ROW(1)
+        QUAD_ROW(2)
+        QUAD_ROW(3)
+        QUAD_ROW(4)
+    default:
+        SL_ASSERT(!"tile shape");
+    }
+}
+
+static void gemm_q4_0_quads(int64_t n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+                            int nt, float *y, size_t y_stride)
+{
+    if (nt == 1) {
+        /* A decode step: the token's group vectors once, then row by row. */
+        const int64_t nb = n / SL_QK, ng = (nb + 3) / 4;
+        xquad pre[DECODE_QUADS];
+        const bool built = ng <= DECODE_QUADS;
+        if (built)
+            for (int64_t g = 0; g < ng; g++)
+                pre[g] = act_quad(sl_act_q8_0_d(a, n), sl_act_q8_0_s(a, n), g,
+                                  g < nb / 4 ? 4 : (int)(nb % 4));
+        for (int r = 0; r < nr; r++)
+            tile_quads(1, 1, n, (const uint8_t *)w + (size_t)r * w_stride, w_stride, a, 0, built ? pre : NULL,
+                       y + r, 1);
+        return;
+    }
+    for (int t = 0; t < nt; t += 4) {
+        const int T = nt - t < 4 ? nt - t : 4;
+        for (int r = 0; r < nr; r += 4) {
+            const int R = nr - r < 4 ? nr - r : 4;
+            tile_q4_0_quads(R, T, n, (const uint8_t *)w + (size_t)r * w_stride, w_stride,
+                            (const uint8_t *)a + (size_t)t * a_stride, a_stride, y + (size_t)t * y_stride + r,
+                            y_stride);
+        }
+    }
+}
+
+/* SL_ACT_Q8_0P: the Q8_0 row, then each whole group's quants reordered with
+ * two two-source byte permutes (a last partial group by the reference). */
+static void quantize_q8_0p(const float *x, void *dst, int64_t n)
+{
+    quantize_q8_0(x, dst, n);
+    static const uint8_t lo_idx[64] __attribute__((aligned(64))) = {
+        0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 32, 33, 34, 35, 36, 37,
+        38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75,
+        76, 77, 78, 79, 96, 97, 98, 99, 100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111};
+    const __m512i il = _mm512_load_si512((const void *)lo_idx);
+    const __m512i ih = _mm512_add_epi8(il, _mm512_set1_epi8(16));
+    uint8_t *q = dst;
+    const int64_t whole = n / (4 * SL_QK) * (4 * SL_QK);
+    for (int64_t i = 0; i < whole; i += 4 * SL_QK) {
+        const __m512i a = _mm512_loadu_si512((const void *)(q + i)), b = _mm512_loadu_si512((const void *)(q + i + 64));
+        _mm512_storeu_si512((void *)(q + i), _mm512_permutex2var_epi8(a, il, b));
+        _mm512_storeu_si512((void *)(q + i + 64), _mm512_permutex2var_epi8(a, ih, b));
+    }
+    if (whole < n) {
+        /* the reference reorders group by group: hand it the tail as a row */
+        int8_t tail[4 * SL_QK];
+        memcpy(tail, q + whole, (size_t)(n - whole));
+        sl_quant_act_q8_0_to_p(tail, n - whole);
+        memcpy(q + whole, tail, (size_t)(n - whole));
+    }
+}
 
 /* ---- k-quants: one super-block of 256 at a time --------------------------------
  * Unpacked, a super-block is four vectors of unsigned quants in element
@@ -765,7 +972,9 @@ static void init(void)
     g_table.dot[SL_BF16] = dot_bf16;
     g_table.quantize[SL_ACT_Q8_0] = quantize_q8_0;
     g_table.quantize[SL_ACT_Q8_K] = quantize_q8_k;
-    g_table.gemm[SL_Q4_0] = gemm_q4_0;
+    g_table.quantize[SL_ACT_Q8_0P] = quantize_q8_0p;
+    g_table.act[SL_Q4_0] = SL_ACT_Q8_0P;
+    g_table.gemm[SL_Q4_0] = gemm_q4_0_quads;
     g_table.gemm[SL_Q4_1] = gemm_q4_1;
     g_table.gemm[SL_Q5_0] = gemm_q5_0;
     g_table.gemm[SL_Q5_1] = gemm_q5_1;

@@ -199,14 +199,14 @@ void sl_matmul(sl_pool *pool, const sl_kernels *k, const sl_matmul_op *ops, uint
     }
     if (j.n_inputs)
         sl_pool_run(pool, (int64_t)j.n_inputs * n, quantize_job, &j);
-    /* Blocks of rows, enough to even out a slow core: for a batch about 16
-     * per thread, whole row tiles; for a decode step, whose blocks only
-     * stream, about 64 per thread, so that the threads finish within a few
-     * microseconds of each other (a thread left waiting longer goes to
-     * sleep, and waking it costs more than the wait). */
+    /* Blocks of rows, about 16 per thread: enough to even out a slow core,
+     * and for a decode step long enough runs of memory (a few hundred KiB)
+     * that the hardware prefetchers stay ahead: 64 blocks per thread ran a
+     * 4096 x 4096 Q4_0 product at 60% of the read bandwidth, 16 at 80%
+     * (sl-kbench, bench/RESULTS.md). A batch's blocks are whole row tiles. */
     const int64_t total = j.first_row[n_ops], threads = sl_pool_size(pool);
-    const int64_t parts = n == 1 ? 64 : 16, unit = n == 1 ? 16 : TILE_ROWS;
-    j.grain = (total / (parts * threads) + unit - 1) / unit * unit;
+    const int64_t unit = n == 1 ? 16 : TILE_ROWS;
+    j.grain = (total / (16 * threads) + unit - 1) / unit * unit;
     j.grain = j.grain < unit ? unit : j.grain;
     atomic_init(&j.next, 0);
     sl_pool_run(pool, threads, run_chunk, &j);

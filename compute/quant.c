@@ -560,6 +560,7 @@ size_t sl_quant_act_row_bytes(uint32_t act, int64_t n)
     size_t bytes;
     switch (act) {
     case SL_ACT_Q8_0:
+    case SL_ACT_Q8_0P:
         bytes = (size_t)n + 8 * (size_t)(n / SL_QK);
         break;
     case SL_ACT_Q8_K:
@@ -575,7 +576,7 @@ size_t sl_quant_act_row_bytes(uint32_t act, int64_t n)
 
 int64_t sl_quant_act_block(uint32_t act)
 {
-    return act == SL_ACT_Q8_0 ? SL_QK : act == SL_ACT_Q8_K ? SL_QK_K : 1;
+    return act == SL_ACT_Q8_0 || act == SL_ACT_Q8_0P ? SL_QK : act == SL_ACT_Q8_K ? SL_QK_K : 1;
 }
 
 static float abs_max(const float *x, int n)
@@ -976,11 +977,34 @@ sl_from_float_fn sl_quant_from_float(uint32_t type)
     }
 }
 
+void sl_quant_act_q8_0_to_p(void *row, int64_t n)
+{
+    int8_t *qs = row, tmp[4 * SL_QK];
+    for (int64_t b0 = 0; b0 < n / SL_QK; b0 += 4) {
+        const int64_t r = n / SL_QK - b0 < 4 ? n / SL_QK - b0 : 4;
+        int8_t *g = qs + b0 * SL_QK;
+        for (int64_t k = 0; k < r; k++)
+            for (int i = 0; i < SL_QK / 2; i++) {
+                tmp[16 * k + i] = g[SL_QK * k + i];
+                tmp[16 * r + 16 * k + i] = g[SL_QK * k + SL_QK / 2 + i];
+            }
+        memcpy(g, tmp, (size_t)(r * SL_QK));
+    }
+}
+
+static void quantize_q8_0p(const float *x, void *dst, int64_t n)
+{
+    quantize_q8_0(x, dst, n);
+    sl_quant_act_q8_0_to_p(dst, n);
+}
+
 sl_quantize_fn sl_quant_quantize(uint32_t act)
 {
     switch (act) {
     case SL_ACT_Q8_0:
         return quantize_q8_0;
+    case SL_ACT_Q8_0P:
+        return quantize_q8_0p;
     case SL_ACT_Q8_K:
         return quantize_q8_k;
     default:

@@ -1,7 +1,9 @@
 /* Tensor types: block layouts, reference dequantizers, dot products and
  * quantizers.
  *
- * This header owns the byte layout of every block type sluice computes with.
+ * This header owns the byte layout of every block type sluice computes with,
+ * except sluice's own grouped low-bit types (compute/lowbit.h; the lookups
+ * below forward to that module's reference kernels for them).
  * The layouts are GGUF's (identical to the reference toolchain's), so tensor
  * data is used straight from the mapped file. All multi-byte fields are
  * little-endian; quant.c refuses to build on a big-endian host rather than
@@ -257,6 +259,17 @@ sl_from_float_fn sl_quant_from_float(uint32_t type);
  *   [n, n + 4nb)        f32 d[nb]   block scale: max |x| / 127 (0 for zeros)
  *   [n + 4nb, n + 8nb)  i32 s[nb]   sum of the block's 32 quants
  *
+ * SL_ACT_Q8_0P, n elements (n % 32 == 0): the SL_ACT_Q8_0 row (same size,
+ * same d and s) with the quants of each group of 4 blocks reordered to
+ * match how nibble types pack them: the low halves (elements 0..15 of each
+ * block, blocks in order), then the high halves (16..31). A group of 4
+ * blocks starting at block 4g:
+ *   [128g, 128g + 64)        qs of elements 32k + i,      k < 4, i < 16
+ *   [128g + 64, 128g + 128)  qs of elements 32k + 16 + i, k < 4, i < 16
+ * and a last group of r < 4 blocks likewise with 16r-byte halves. A 64-byte
+ * run of Q4_0 quant bytes then meets its activations in one vector: its low
+ * nibbles the first half, its high nibbles the second.
+ *
  * SL_ACT_Q8_K, n elements (n % 256 == 0), nb = n / 256 blocks of 256:
  *   [0, n)                  i8  qs[n]        element i = d[i / 256] * qs[i]
  *   [n, n + 4nb)            f32 d[nb]        block scale: max |x| / 127
@@ -273,6 +286,7 @@ size_t sl_quant_act_row_bytes(uint32_t act, int64_t n);
 int64_t sl_quant_act_block(uint32_t act);
 
 /* Views of the fields of an activation row of n elements (see above). */
+/* (SL_ACT_Q8_0P shares the Q8_0 views: only its quants are reordered.) */
 static inline const float *sl_act_q8_0_d(const void *row, int64_t n)
 {
     return (const float *)((const int8_t *)row + n);
@@ -289,6 +303,10 @@ static inline const int16_t *sl_act_q8_k_bsums(const void *row, int64_t n)
 {
     return (const int16_t *)((const int8_t *)row + n + 4 * (n / 256));
 }
+
+/* Reorders the quants of a SL_ACT_Q8_0 row of n elements in place into
+ * SL_ACT_Q8_0P order. Never fails, never allocates. */
+void sl_quant_act_q8_0_to_p(void *row, int64_t n);
 
 /* Reference activation quantizer for format `act`, or NULL for SL_ACT_F32 and
  * unknown formats. Static; never allocates. */
