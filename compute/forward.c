@@ -235,19 +235,10 @@ static void attention_job(void *ctx, int64_t b, int64_t e, uint32_t worker)
         const uint32_t g = h / group, last = c->pos0 + t;
         const float *q = c->f->scratch + c->l->q + (size_t)t * qdim + (size_t)h * hdk;
         const float *keys = c->k_cache + (size_t)g * n_ctx * hdk, *vals = c->v_cache + (size_t)g * n_ctx * hdv;
-        float mx = -INFINITY;
-        for (uint32_t j = 0; j <= last; j++) {
-            s[j] = kern->vdot(q, keys + (size_t)j * hdk, hdk) * scale;
-            mx = s[j] > mx ? s[j] : mx;
-        }
+        const float mx = kern->attn_scores(q, keys, (int64_t)last + 1, hdk, scale, s);
         const double sum = kern->exp_sum(s, mx, (int64_t)last + 1);
-        const float inv = (float)(1.0 / sum);
         float *o = c->f->scratch + c->l->att + (size_t)t * odim + (size_t)h * hdv;
-        memset(o, 0, hdv * sizeof *o);
-        for (uint32_t j = 0; j <= last; j++) {
-            const float p = s[j] * inv;
-            kern->axpy(o, p, vals + (size_t)j * hdv, hdv);
-        }
+        kern->attn_wsum(o, s, (float)(1.0 / sum), vals, (int64_t)last + 1, hdv);
     }
 }
 

@@ -39,6 +39,8 @@ static void generic_init(void)
         g_generic.quantize[a] = sl_quant_quantize(a);
     g_generic.vdot = sl_vec_dot_f32;
     g_generic.axpy = sl_vec_axpy;
+    g_generic.attn_scores = sl_vec_attn_scores;
+    g_generic.attn_wsum = sl_vec_attn_wsum;
     g_generic.silu_mul = sl_vec_silu_mul;
     g_generic.exp_sum = sl_vec_exp_sum;
     g_generic.rms_norm = sl_vec_rms_norm;

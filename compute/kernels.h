@@ -66,6 +66,16 @@ typedef float (*sl_vdot_fn)(const float *a, const float *b, int64_t n);
 /* y[i] += a * x[i] for i < n (attention's weighted sum of values). */
 typedef void (*sl_axpy_fn)(float *y, float a, const float *x, int64_t n);
 
+/* Attention scores of one query q[dim] against n keys stored as consecutive
+ * rows of dim floats: s[j] = scale * (q . k[j]) for j < n. Returns the
+ * largest s[j] (-INFINITY when n == 0). */
+typedef float (*sl_attn_scores_fn)(const float *q, const float *k, int64_t n, int64_t dim, float scale, float *s);
+
+/* Attention output: o[i] = sum over j < n of (p[j] * c) * v[j][i], i < dim,
+ * for n value rows of dim floats stored consecutively, the terms added in
+ * row order. o is overwritten (all zeros when n == 0). */
+typedef void (*sl_attn_wsum_fn)(float *o, const float *p, float c, const float *v, int64_t n, int64_t dim);
+
 /* g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i], for i < n. */
 typedef void (*sl_silu_mul_fn)(float *g, const float *u, int64_t n);
 
@@ -89,6 +99,8 @@ typedef struct sl_kernels {
     sl_quantize_fn quantize[SL_ACT_COUNT]; /* NULL for SL_ACT_F32 */
     sl_vdot_fn vdot;
     sl_axpy_fn axpy;
+    sl_attn_scores_fn attn_scores;
+    sl_attn_wsum_fn attn_wsum;
     sl_silu_mul_fn silu_mul;
     sl_exp_sum_fn exp_sum;
     sl_rms_norm_fn rms_norm;

@@ -646,6 +646,44 @@ INLINE __m256 silu_mul8(__m256 v, __m256 u)
     return _mm256_mul_ps(_mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), u);
 }
 
+static float attn_scores(const float *q, const float *k, int64_t n, int64_t dim, float scale, float *s)
+{
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < n; j++) {
+        s[j] = dot_f32(q, k + j * dim, dim) * scale;
+        mx = s[j] > mx ? s[j] : mx;
+    }
+    return mx;
+}
+
+/* The output stays in registers, 128 floats at a time, while the rows pass;
+ * a dimension that is not a multiple of 8 ends in scalar FMAs. */
+static void attn_wsum(float *o, const float *p, float c, const float *v, int64_t n, int64_t dim)
+{
+    enum { VECS = 16 };
+    const int64_t whole = dim / 8 * 8;
+    for (int64_t i0 = 0; i0 < whole; i0 += 8 * VECS) {
+        const int nv = (int)((whole - i0) / 8 < VECS ? (whole - i0) / 8 : VECS);
+        __m256 acc[VECS];
+        for (int k = 0; k < VECS; k++)
+            acc[k] = _mm256_setzero_ps();
+        for (int64_t j = 0; j < n; j++) {
+            const __m256 a = _mm256_set1_ps(p[j] * c);
+            const float *row = v + j * dim + i0;
+            for (int k = 0; k < nv; k++)
+                acc[k] = _mm256_fmadd_ps(a, _mm256_loadu_ps(row + 8 * k), acc[k]);
+        }
+        for (int k = 0; k < nv; k++)
+            _mm256_storeu_ps(o + i0 + 8 * k, acc[k]);
+    }
+    for (int64_t i = whole; i < dim; i++) {
+        float acc = 0.0f;
+        for (int64_t j = 0; j < n; j++)
+            acc = fmaf(p[j] * c, v[j * dim + i], acc);
+        o[i] = acc;
+    }
+}
+
 static void silu_mul(float *g, const float *u, int64_t n)
 {
     int64_t i = 0;
@@ -723,6 +761,8 @@ static void init(void)
     g_table.gemm[SL_Q6_K] = gemm_q6_k;
     g_table.vdot = vdot;
     g_table.axpy = axpy;
+    g_table.attn_scores = attn_scores;
+    g_table.attn_wsum = attn_wsum;
     g_table.silu_mul = silu_mul;
     g_table.exp_sum = exp_sum;
     g_table.rms_norm = rms_norm;

@@ -911,6 +911,37 @@ static void axpy(float *y, float a, const float *x, int64_t n)
     }
 }
 
+static float attn_scores(const float *q, const float *k, int64_t n, int64_t dim, float scale, float *s)
+{
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < n; j++) {
+        s[j] = dot_f32(q, k + j * dim, dim) * scale;
+        mx = s[j] > mx ? s[j] : mx;
+    }
+    return mx;
+}
+
+/* The output stays in registers, 256 floats at a time, while the rows pass
+ * (one read of each value row, no read-modify-write of o per row). */
+static void attn_wsum(float *o, const float *p, float c, const float *v, int64_t n, int64_t dim)
+{
+    enum { VECS = 16 };
+    for (int64_t i0 = 0; i0 < dim; i0 += 16 * VECS) {
+        const int nv = (int)((dim - i0 + 15) / 16 < VECS ? (dim - i0 + 15) / 16 : VECS);
+        __m512 acc[VECS];
+        for (int k = 0; k < VECS; k++)
+            acc[k] = _mm512_setzero_ps();
+        for (int64_t j = 0; j < n; j++) {
+            const __m512 a = _mm512_set1_ps(p[j] * c);
+            const float *row = v + j * dim + i0;
+            for (int k = 0; k < nv; k++)
+                acc[k] = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(mask16(dim - i0 - 16 * k), row + 16 * k), acc[k]);
+        }
+        for (int k = 0; k < nv; k++)
+            _mm512_mask_storeu_ps(o + i0 + 16 * k, mask16(dim - i0 - 16 * k), acc[k]);
+    }
+}
+
 static void silu_mul(float *g, const float *u, int64_t n)
 {
     const __m512 one = _mm512_set1_ps(1.0f);
@@ -986,6 +1017,8 @@ static void init(void)
     g_table.gemm[SL_Q6_K] = gemm_q6_k;
     g_table.vdot = vdot;
     g_table.axpy = axpy;
+    g_table.attn_scores = attn_scores;
+    g_table.attn_wsum = attn_wsum;
     g_table.silu_mul = silu_mul;
     g_table.exp_sum = exp_sum;
     g_table.rms_norm = rms_norm;

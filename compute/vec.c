@@ -17,6 +17,24 @@ void sl_vec_axpy(float *y, float a, const float *x, int64_t n)
         y[i] += a * x[i];
 }
 
+float sl_vec_attn_scores(const float *q, const float *k, int64_t n, int64_t dim, float scale, float *s)
+{
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < n; j++) {
+        s[j] = sl_vec_dot_f32(q, k + j * dim, dim) * scale;
+        mx = s[j] > mx ? s[j] : mx;
+    }
+    return mx;
+}
+
+void sl_vec_attn_wsum(float *o, const float *p, float c, const float *v, int64_t n, int64_t dim)
+{
+    for (int64_t i = 0; i < dim; i++)
+        o[i] = 0.0f;
+    for (int64_t j = 0; j < n; j++)
+        sl_vec_axpy(o, p[j] * c, v + j * dim, dim);
+}
+
 void sl_vec_silu_mul(float *g, const float *u, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)

@@ -142,7 +142,9 @@ static void test_table(void)
                   "%s: block sizes", sl_dtype_name(t));
         }
     }
-    CHECK(g_k->vdot && g_k->axpy && g_k->silu_mul && g_k->exp_sum && g_k->rms_norm, "float ops");
+    CHECK(g_k->vdot && g_k->axpy && g_k->attn_scores && g_k->attn_wsum && g_k->silu_mul && g_k->exp_sum &&
+              g_k->rms_norm,
+          "float ops");
 }
 
 /* ---- activation quantizers: identical bytes -------------------------------------- */
@@ -412,6 +414,70 @@ static void test_float_ops(void)
            w_exp, w_silu, w_norm, w_axpy, w_vdot);
 }
 
+/* Attention's two fused operations against the reference: scores within the
+ * float dots' bound of each row's exact value (times the scale), and each
+ * output element of the weighted sum within (n + 16) eps of the sum of its
+ * terms' magnitudes (the reference adds in row order, a native one in
+ * fused multiply-adds). Row counts and head sizes cover the tails. */
+static void test_attention_ops(void)
+{
+    static const int64_t dims[] = {8, 13, 64, 128, 200, 256, 300};
+    static const int64_t rows[] = {0, 1, 7, 100};
+    double w_scores = 0, w_wsum = 0;
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
+        for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++) {
+            const int64_t dim = dims[di], n = rows[ri];
+            float *q = malloc((size_t)dim * sizeof *q), *kv = malloc((size_t)(n * dim + 1) * sizeof *kv);
+            float *s0 = malloc((size_t)(n + 1) * sizeof *s0), *s1 = malloc((size_t)(n + 1) * sizeof *s1);
+            float *o0 = malloc((size_t)dim * sizeof *o0), *o1 = malloc((size_t)dim * sizeof *o1);
+            SL_ASSERT(q && kv && s0 && s1 && o0 && o1);
+            for (int64_t i = 0; i < dim; i++)
+                q[i] = rng_normal();
+            for (int64_t i = 0; i < n * dim; i++)
+                kv[i] = rng_normal();
+            const float scale = 0.125f;
+            const float m0 = g_ref->attn_scores(q, kv, n, dim, scale, s0);
+            const float m1 = g_k->attn_scores(q, kv, n, dim, scale, s1);
+            CHECK(n > 0 || (isinf(m0) && m0 < 0 && isinf(m1) && m1 < 0), "scores of no rows: max %g, %g", m0,
+                  m1);
+            float mx = -INFINITY;
+            for (int64_t j = 0; j < n; j++) {
+                double abs = 0;
+                for (int64_t i = 0; i < dim; i++)
+                    abs += fabs((double)q[i] * kv[j * dim + i]);
+                const double bound = 0x1p-24 * (double)(dim + 16) * abs * scale + 1e-30;
+                w_scores = fmax(w_scores, fabs((double)s0[j] - s1[j]) / bound);
+                mx = fmaxf(mx, s1[j]);
+            }
+            CHECK(n == 0 || m1 == mx, "scores: the returned maximum %g is not the largest score %g", m1, mx);
+            /* weights: the reference's scores, made positive */
+            for (int64_t j = 0; j < n; j++)
+                s0[j] = fabsf(s0[j]) + 0.01f;
+            g_ref->attn_wsum(o0, s0, 0.3f, kv, n, dim);
+            for (int64_t i = 0; i < dim; i++)
+                o1[i] = NAN; /* overwritten, never read */
+            g_k->attn_wsum(o1, s0, 0.3f, kv, n, dim);
+            for (int64_t i = 0; i < dim; i++) {
+                double abs = 0;
+                for (int64_t j = 0; j < n; j++)
+                    abs += fabs((double)(s0[j] * 0.3f) * kv[j * dim + i]);
+                const double err = fabs((double)o0[i] - o1[i]);
+                CHECK(err <= 2.0 * 0x1p-24 * (double)(n + 16) * abs, "wsum n=%lld dim=%lld [%lld]: %.9g vs %.9g",
+                      (long long)n, (long long)dim, (long long)i, o1[i], o0[i]);
+                if (abs > 0)
+                    w_wsum = fmax(w_wsum, err / (0x1p-24 * (double)(n + 16) * abs));
+            }
+            free(q);
+            free(kv);
+            free(s0);
+            free(s1);
+            free(o0);
+            free(o1);
+        }
+    CHECK(w_scores <= VDOT_ULPS, "attention scores: %.3g > %g", w_scores, VDOT_ULPS);
+    printf("  attention (of tol): scores %.2g  weighted sum %.2g\n", w_scores, w_wsum);
+}
+
 /* Element-wise operations give every element the same value whatever range
  * the call covers: forward.c splits rows across threads and batches at
  * arbitrary points, and results must not depend on that (bit for bit). */
@@ -472,6 +538,7 @@ int main(void)
     test_gemm();
     test_float_dots();
     test_float_ops();
+    test_attention_ops();
     test_split_invariance();
     return sl_test_finish();
 }
