@@ -21,7 +21,11 @@
 #   SL_THREADS        threads (default 2)
 #   SL_PROMPT_TOKENS  prompt length in tokens, BOS included (default 256)
 #   SL_GEN_TOKENS     tokens to generate (default 64)
+#   SL_TG_TOKENS      tokens to generate from an almost empty context (default 128)
 #   SL_REPS           runs per model; the best of each figure is reported (default 1)
+#   SL_BENCH_PRIO     a command to run sluice and sl-membw under, e.g. "chrt -f 1"
+#                     (real-time priority, root only) on a machine shared with
+#                     other work; printed with the results
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${SL_BUILD:-$root/build}
@@ -30,6 +34,8 @@ threads=${SL_THREADS:-2}
 n_prompt=${SL_PROMPT_TOKENS:-256}
 n_gen=${SL_GEN_TOKENS:-64}
 reps=${SL_REPS:-1}
+n_tg=${SL_TG_TOKENS:-128}
+prio=${SL_BENCH_PRIO:-} # word-split on use: a command and its arguments
 sluice=$build/bin/sluice
 membw=$build/bin/sl-membw
 for b in "$sluice" "$membw"; do
@@ -92,10 +98,22 @@ make_prompt() {
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n1)
 ram=$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 echo "machine: ${cpu:-unknown CPU}, $(nproc) cores, $ram RAM, kernel $(uname -r)"
-echo "load:    $(uptime | sed 's/.*load average: //') (1, 5, 15 min)"
-echo "command: sluice generate -m MODEL -f PROMPT -n $n_gen -t $threads -c $((n_prompt + n_gen)) --temp 0 --ignore-eos"
+echo "load:    $(uptime | sed 's/.*load average: //') (1, 5, 15 min)${prio:+; sluice runs under: $prio}"
+echo "prompt:  sluice generate -m MODEL -f PROMPT($n_prompt tokens) -n $n_gen -t $threads -c $((n_prompt + n_gen)) --temp 0 --ignore-eos"
+echo "decode:  sluice generate -m MODEL -p The -n $n_tg -t $threads -c $((n_tg + 8)) --temp 0 --ignore-eos"
+echo "         (as llama-bench's tg$n_tg: tokens generated from an almost empty context)"
 echo
-printf '%-16s %8s %10s %12s %12s %12s %8s\n' model GB "GB/s mem" "prompt t/s" "decode t/s" "decode bound" "of bound"
+printf '%-14s %6s %9s %11s %11s %13s %10s %8s\n' model GB "GB/s mem" "prompt t/s" "decode t/s" "after prompt" "bound t/s" "of bound"
+
+# One `sluice generate` run: prints "P PS G GS" (prompt tokens, seconds,
+# generated tokens, seconds).
+gen() {
+  local line
+  line=$($prio "$sluice" generate "$@" -t "$threads" --temp 0 --ignore-eos 2>&1 >/dev/null | grep '^sluice: prompt')
+  # "sluice: prompt P tokens in X s (R tokens/s); generated M tokens in Y s (S tokens/s)"
+  echo "$line" | sed -E 's/.*prompt ([0-9]+) tokens in ([0-9.]+) s.*generated ([0-9]+) tokens in ([0-9.]+) s.*/\1 \2 \3 \4/'
+}
+max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -108,28 +126,26 @@ for model in "${models[@]}"; do
   got=$(make_prompt "$model" "$tmp/prompt.txt")
   # Warm the page cache: the figures are for weights in memory.
   cat "$model" > /dev/null
-  best_pp=0 best_dec=0 best_bw=0
+  best_pp=0 best_tg=0 best_after=0 best_bw=0
   for ((r = 0; r < reps; r++)); do
-    bw0=$("$membw" --threads "$threads" -q)
-    line=$("$sluice" generate -m "$model" -f "$tmp/prompt.txt" -n "$n_gen" -t "$threads" \
-             -c $((n_prompt + n_gen)) --temp 0 --ignore-eos 2>&1 >/dev/null | grep '^sluice: prompt')
-    bw1=$("$membw" --threads "$threads" -q)
-    # "sluice: prompt P tokens in X s (R tokens/s); generated M tokens in Y s (S tokens/s)"
-    read -r p_tok p_s g_tok g_s < <(echo "$line" |
-      sed -E 's/.*prompt ([0-9]+) tokens in ([0-9.]+) s.*generated ([0-9]+) tokens in ([0-9.]+) s.*/\1 \2 \3 \4/')
+    bw0=$($prio "$membw" --threads "$threads" -q)
+    read -r p_tok p_s g_tok g_s < <(gen -m "$model" -f "$tmp/prompt.txt" -n "$n_gen" -c $((n_prompt + n_gen)))
+    read -r _ _ t_tok t_s < <(gen -m "$model" -p The -n "$n_tg" -c $((n_tg + 8)))
+    bw1=$($prio "$membw" --threads "$threads" -q)
     # The first generated token comes from the prompt's logits, so M tokens
     # take M - 1 forward passes: decode speed is (M - 1) / Y.
-    pp=$(awk -v n="$p_tok" -v s="$p_s" 'BEGIN { printf "%.2f", n / s }')
-    dec=$(awk -v n="$g_tok" -v s="$g_s" 'BEGIN { printf "%.2f", (n - 1) / s }')
-    bw=$(awk -v a="$bw0" -v b="$bw1" 'BEGIN { printf "%.1f", (a > b ? a : b) }')
-    best_pp=$(awk -v a="$best_pp" -v b="$pp" 'BEGIN { print (a > b ? a : b) }')
-    best_dec=$(awk -v a="$best_dec" -v b="$dec" 'BEGIN { print (a > b ? a : b) }')
-    best_bw=$(awk -v a="$best_bw" -v b="$bw" 'BEGIN { print (a > b ? a : b) }')
+    best_pp=$(max "$best_pp" "$(awk -v n="$p_tok" -v s="$p_s" 'BEGIN { printf "%.2f", n / s }')")
+    best_after=$(max "$best_after" "$(awk -v n="$g_tok" -v s="$g_s" 'BEGIN { printf "%.2f", (n - 1) / s }')")
+    best_tg=$(max "$best_tg" "$(awk -v n="$t_tok" -v s="$t_s" 'BEGIN { printf "%.2f", (n - 1) / s }')")
+    best_bw=$(max "$best_bw" "$(max "$bw0" "$bw1")")
   done
   bound=$(awk -v bw="$best_bw" -v b="$bytes" 'BEGIN { printf "%.2f", bw * 1e9 / b }')
-  frac=$(awk -v d="$best_dec" -v m="$bound" 'BEGIN { printf "%.0f%%", 100 * d / m }')
-  printf '%-16s %8.2f %10s %12s %12s %12s %8s\n' "$(basename "$model" .gguf)" \
-    "$(awk -v b="$bytes" 'BEGIN { print b / 1e9 }')" "$best_bw" "$best_pp" "$best_dec" "$bound" "$frac"
-  echo "  prompt of $got tokens: bound $(awk -v m="$bound" -v p="$got" 'BEGIN { printf "%.0f", m * p }') tokens/s" \
-       "(weights read once per batch; prompt speed is compute-bound)"
+  frac=$(awk -v d="$best_tg" -v m="$bound" 'BEGIN { printf "%.0f%%", 100 * d / m }')
+  printf '%-14s %6.2f %9s %11s %11s %13s %10s %8s\n' "$(basename "$model" .gguf)" \
+    "$(awk -v b="$bytes" 'BEGIN { print b / 1e9 }')" "$best_bw" "$best_pp" "$best_tg" "$best_after" "$bound" "$frac"
 done
+echo
+echo "decode t/s: from an almost empty context; after prompt: the $n_gen tokens that follow the $n_prompt-token prompt"
+echo "(attention then reads the prompt's keys and values too). bound: memory bandwidth / model bytes, every"
+echo "weight read once a token. A prompt reads the weights once per batch, so its bound is $n_prompt times higher:"
+echo "prompt speed is compute-bound. Each figure is the best of $reps run(s)."

@@ -656,25 +656,41 @@ static float attn_scores(const float *q, const float *k, int64_t n, int64_t dim,
     return mx;
 }
 
-/* The output stays in registers, 128 floats at a time, while the rows pass;
- * a dimension that is not a multiple of 8 ends in scalar FMAs. */
+/* Columns [i0, i0 + 8 nv) of the weighted sum, in nv registers while the
+ * rows pass. */
+static inline __attribute__((always_inline)) void wsum_pass(int nv, float *o, const float *p, float c,
+                                                            const float *v, int64_t n, int64_t dim, int64_t i0)
+{
+    __m256 acc[8];
+    for (int k = 0; k < nv; k++)
+        acc[k] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < n; j++) {
+        const __m256 a = _mm256_set1_ps(p[j] * c);
+        const float *row = v + j * dim + i0;
+        for (int k = 0; k < nv; k++)
+            acc[k] = _mm256_fmadd_ps(a, _mm256_loadu_ps(row + 8 * k), acc[k]);
+    }
+    for (int k = 0; k < nv; k++)
+        _mm256_storeu_ps(o + i0 + 8 * k, acc[k]);
+}
+
+/* The output stays in registers, 64 floats a pass (a constant register
+ * count in each case, so that they stay registers), while the rows pass; a
+ * dimension that is not a multiple of 8 ends in scalar FMAs. */
 static void attn_wsum(float *o, const float *p, float c, const float *v, int64_t n, int64_t dim)
 {
-    enum { VECS = 16 };
     const int64_t whole = dim / 8 * 8;
-    for (int64_t i0 = 0; i0 < whole; i0 += 8 * VECS) {
-        const int nv = (int)((whole - i0) / 8 < VECS ? (whole - i0) / 8 : VECS);
-        __m256 acc[VECS];
-        for (int k = 0; k < VECS; k++)
-            acc[k] = _mm256_setzero_ps();
-        for (int64_t j = 0; j < n; j++) {
-            const __m256 a = _mm256_set1_ps(p[j] * c);
-            const float *row = v + j * dim + i0;
-            for (int k = 0; k < nv; k++)
-                acc[k] = _mm256_fmadd_ps(a, _mm256_loadu_ps(row + 8 * k), acc[k]);
+    for (int64_t i0 = 0; i0 < whole; i0 += 64) {
+        switch ((whole - i0) / 8 < 8 ? (whole - i0) / 8 : 8) {
+        case 1: wsum_pass(1, o, p, c, v, n, dim, i0); break;
+        case 2: wsum_pass(2, o, p, c, v, n, dim, i0); break;
+        case 3: wsum_pass(3, o, p, c, v, n, dim, i0); break;
+        case 4: wsum_pass(4, o, p, c, v, n, dim, i0); break;
+        case 5: wsum_pass(5, o, p, c, v, n, dim, i0); break;
+        case 6: wsum_pass(6, o, p, c, v, n, dim, i0); break;
+        case 7: wsum_pass(7, o, p, c, v, n, dim, i0); break;
+        default: wsum_pass(8, o, p, c, v, n, dim, i0); break;
         }
-        for (int k = 0; k < nv; k++)
-            _mm256_storeu_ps(o + i0 + 8 * k, acc[k]);
     }
     for (int64_t i = whole; i < dim; i++) {
         float acc = 0.0f;

@@ -921,24 +921,41 @@ static float attn_scores(const float *q, const float *k, int64_t n, int64_t dim,
     return mx;
 }
 
-/* The output stays in registers, 256 floats at a time, while the rows pass
- * (one read of each value row, no read-modify-write of o per row). */
+/* Columns [i0, i0 + 16 nv) of the weighted sum (the last vector masked to
+ * dim), accumulated in nv registers while the rows pass. */
+INLINE void wsum_pass(int nv, float *o, const float *p, float c, const float *v, int64_t n, int64_t dim,
+                      int64_t i0)
+{
+    __m512 acc[8];
+    for (int k = 0; k < nv; k++)
+        acc[k] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < n; j++) {
+        const __m512 a = _mm512_set1_ps(p[j] * c);
+        const float *row = v + j * dim + i0;
+        for (int k = 0; k < nv; k++)
+            acc[k] = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(mask16(dim - i0 - 16 * k), row + 16 * k), acc[k]);
+    }
+    for (int k = 0; k < nv; k++)
+        _mm512_mask_storeu_ps(o + i0 + 16 * k, mask16(dim - i0 - 16 * k), acc[k]);
+}
+
+/* The output stays in registers, 128 floats a pass, while the rows pass
+ * (one read of each value row per pass, no read-modify-write of o per row).
+ * The register count is a constant in each case, so that they stay
+ * registers. */
 static void attn_wsum(float *o, const float *p, float c, const float *v, int64_t n, int64_t dim)
 {
-    enum { VECS = 16 };
-    for (int64_t i0 = 0; i0 < dim; i0 += 16 * VECS) {
-        const int nv = (int)((dim - i0 + 15) / 16 < VECS ? (dim - i0 + 15) / 16 : VECS);
-        __m512 acc[VECS];
-        for (int k = 0; k < VECS; k++)
-            acc[k] = _mm512_setzero_ps();
-        for (int64_t j = 0; j < n; j++) {
-            const __m512 a = _mm512_set1_ps(p[j] * c);
-            const float *row = v + j * dim + i0;
-            for (int k = 0; k < nv; k++)
-                acc[k] = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(mask16(dim - i0 - 16 * k), row + 16 * k), acc[k]);
+    for (int64_t i0 = 0; i0 < dim; i0 += 128) {
+        switch ((dim - i0 + 15) / 16 < 8 ? (dim - i0 + 15) / 16 : 8) {
+        case 1: wsum_pass(1, o, p, c, v, n, dim, i0); break;
+        case 2: wsum_pass(2, o, p, c, v, n, dim, i0); break;
+        case 3: wsum_pass(3, o, p, c, v, n, dim, i0); break;
+        case 4: wsum_pass(4, o, p, c, v, n, dim, i0); break;
+        case 5: wsum_pass(5, o, p, c, v, n, dim, i0); break;
+        case 6: wsum_pass(6, o, p, c, v, n, dim, i0); break;
+        case 7: wsum_pass(7, o, p, c, v, n, dim, i0); break;
+        default: wsum_pass(8, o, p, c, v, n, dim, i0); break;
         }
-        for (int k = 0; k < nv; k++)
-            _mm512_mask_storeu_ps(o + i0 + 16 * k, mask16(dim - i0 - 16 * k), acc[k]);
     }
 }
 
