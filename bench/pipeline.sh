@@ -15,7 +15,7 @@
 #     with 1, 2 and 3 loaders;
 #   - compute alone: the same pipeline with every weight pinned (nothing
 #     streams), so the compute-vs-storage balance is visible;
-#   - peak memory of all sluice processes together (proportional set size,
+#   - peak memory of all sluice processes together (resident memory,
 #     shared memory counted once; the `sluice run` client included) beside
 #     the budget and the plan;
 #   - a 256-token prompt next to one decode step at the same budget.
@@ -169,9 +169,10 @@ results=$dir/pipeline-results.txt
 # run NAME ROUND BUDGET|- BW_BEFORE BW_AFTER ARGS...: one `sluice run`; its
 # stderr goes to the log (sluice lines also to the terminal), its figures to
 # $results as one line of key=value. `sluice run` reports the peak
-# proportional set size of the pipeline it started (shared memory counted
-# once); the client's own is sampled here every 50 ms and added, so "peak"
-# covers every sluice process. (Summing the whole tree from outside would
+# resident memory of the pipeline it started (its processes' RssAnon +
+# RssFile, plus the allocated size of the shared-memory segments: shared
+# memory counted once); the client's own proportional set size is sampled
+# here every 50 ms and added, so "peak" covers every sluice process. (Summing the whole tree from outside would
 # count shared memory twice while processes exit: the reads are not atomic.)
 run() {
   local name=$1 round=$2 bud=$3 bw0=$4 bw1=$5
