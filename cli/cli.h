@@ -20,6 +20,14 @@ int sl_cmd_logits(int argc, char **argv);
 int sl_cmd_generate(int argc, char **argv);
 int sl_cmd_synth(int argc, char **argv);
 int sl_cmd_run(int argc, char **argv);
+int sl_cmd_quantize(int argc, char **argv);
+int sl_cmd_eval(int argc, char **argv);
+int sl_cmd_pack(int argc, char **argv);
+int sl_cmd_ctl(int argc, char **argv);
+int sl_cmd_top(int argc, char **argv);
+int sl_cmd_template(int argc, char **argv);
+int sl_cmd_chat(int argc, char **argv);
+int sl_cmd_serve(int argc, char **argv);
 
 /* The flags of `generate` and `run` (cli/genopts.c). */
 typedef struct sl_cli_gen {

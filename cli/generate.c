@@ -10,6 +10,7 @@
 #include "coordinator/sampler.h"
 #include "model/detok.h"
 #include "model/model.h"
+#include "model/source.h"
 #include "model/tokenizer.h"
 
 static void help(FILE *out)
@@ -79,7 +80,7 @@ int sl_cmd_generate(int argc, char **argv)
     } else {
         text_len = strlen(a.prompt);
     }
-    if (sl_model_open(a.model, &m) || sl_tokenizer_new(sl_model_gguf(m), &tk))
+    if (sl_source_open_model(a.model, SL_SOURCE_ALL, &m) || sl_tokenizer_new(sl_model_gguf(m), &tk))
         goto out;
     const sl_hparams *hp = sl_model_hparams(m);
     int n_prompt = encode_prompt(tk, a.prompt, text_len, a.add_special, &prompt);

@@ -10,7 +10,7 @@
 void sl_cli_gen_help(FILE *out, bool pipeline)
 {
     fprintf(out,
-            "  -m, --model PATH          GGUF model\n"
+            "  -m, --model PATH          GGUF model, or a directory made by `sluice pack`\n"
             "  -p, --prompt TEXT         the prompt\n"
             "  -f, --file PATH           read the prompt from a file\n"
             "  -n, --n-predict N         tokens to generate (default 128)\n"

@@ -8,14 +8,16 @@
 #include "model/dtype.h"
 #include "model/gguf.h"
 #include "model/model.h"
+#include "model/source.h"
 #include "model/tokenizer.h"
 
 static void help(FILE *out)
 {
     fprintf(out, "usage: sluice info -m MODEL\n\n"
                  "Prints the architecture, hyper-parameters, tensor types, bytes per layer and\n"
-                 "tokenizer of a GGUF model. Exits 1 when sluice cannot run the model.\n\n"
-                 "  -m, --model PATH   GGUF file\n"
+                 "tokenizer of a GGUF model (or a packed one: then how it is stored too). Exits 1\n"
+                 "when sluice cannot run the model.\n\n"
+                 "  -m, --model PATH   GGUF file or packed directory (`sluice pack`)\n"
                  "  -h, --help         this text\n");
 }
 
@@ -44,6 +46,32 @@ static void print_tensor_types(const sl_gguf *g)
                    mib(bytes[t]), sl_dtype_get((uint32_t)t)->supported ? "" : " (not supported)");
 }
 
+/* How a packed model is stored: units, shards, codecs. */
+static void print_pack(const char *dir)
+{
+    sl_pack *p;
+    if (sl_pack_open(dir, &p))
+        return;
+    uint32_t by_codec[SL_PACK_CODEC_COUNT] = {0};
+    uint64_t payload = 0, stored = 0;
+    for (uint32_t i = 0; i < sl_pack_unit_count(p); i++) {
+        const sl_pack_unit *u = sl_pack_unit_at(p, i);
+        by_codec[u->codec]++;
+        payload += u->size;
+        stored += u->stored;
+    }
+    printf("%-16s packed from %s: %u units in %u shard files, %.2f MiB stored for %.2f MiB (", "packed",
+           sl_pack_source(p), sl_pack_unit_count(p), sl_pack_file_count(p), mib(stored), mib(payload));
+    const char *sep = "";
+    for (int c = 0; c < SL_PACK_CODEC_COUNT; c++)
+        if (by_codec[c]) {
+            printf("%s%u %s", sep, by_codec[c], sl_pack_codec_name((sl_pack_codec)c));
+            sep = ", ";
+        }
+    printf(")%s%s\n", sl_pack_requant(p)[0] ? "; re-quantized " : "", sl_pack_requant(p));
+    sl_pack_close(p);
+}
+
 static void print_model(const sl_model *m)
 {
     const sl_hparams *hp = sl_model_hparams(m);
@@ -62,10 +90,30 @@ static void print_model(const sl_model *m)
         hi = b > hi ? b : hi;
         sum += b;
     }
+    const char *what = hp->n_expert ? " (without their experts)" : "";
     if (lo == hi)
-        printf("%-16s %.3f MiB each, %.3f MiB in all\n", "per layer", mib(lo), mib(sum));
+        printf("%-16s %.3f MiB each, %.3f MiB in all%s\n", "per layer", mib(lo), mib(sum), what);
     else
-        printf("%-16s %.3f .. %.3f MiB, %.3f MiB in all\n", "per layer", mib(lo), mib(hi), mib(sum));
+        printf("%-16s %.3f .. %.3f MiB, %.3f MiB in all%s\n", "per layer", mib(lo), mib(hi), mib(sum), what);
+    if (!hp->n_expert)
+        return;
+    /* An expert's bytes are what a token's routing to it costs to stream. */
+    uint64_t elo = UINT64_MAX, ehi = 0, esum = 0;
+    for (uint32_t il = 0; il < hp->n_layer; il++)
+        for (uint32_t e = 0; e < hp->n_expert; e++) {
+            sl_unit u;
+            sl_model_expert_unit(m, il, e, &u);
+            elo = u.payload < elo ? u.payload : elo;
+            ehi = u.payload > ehi ? u.payload : ehi;
+            esum += u.payload;
+        }
+    printf("%-16s %u per layer, %u used per token, FFN %u%s%s; %.3f", "experts", hp->n_expert, hp->n_expert_used,
+           hp->n_ff_exp, hp->n_ff_shexp ? " plus a shared expert" : "",
+           hp->expert_weights_norm ? ", weights renormalized" : "", mib(elo));
+    if (ehi != elo)
+        printf(" .. %.3f", mib(ehi));
+    printf(" MiB each, %.3f MiB in all; %.3f MiB of experts per token\n", mib(esum),
+           mib(esum / hp->n_expert * hp->n_expert_used));
 }
 
 static void print_tokenizer(const sl_tokenizer *tk, const sl_gguf *g)
@@ -100,9 +148,11 @@ int sl_cmd_info(int argc, char **argv)
         return 2;
     }
     sl_gguf *g;
-    if (sl_gguf_open(path, &g))
+    if (sl_source_open_gguf(path, &g))
         return 1;
     printf("%-16s %s (GGUF v%u, %.2f MiB)\n", "file", path, sl_gguf_version(g), mib(sl_gguf_file_size(g)));
+    if (sl_source_is_packed(path))
+        print_pack(path);
     print_str_key(g, "name", "general.name");
     print_str_key(g, "architecture", "general.architecture");
     print_tensor_types(g);

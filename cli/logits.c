@@ -8,6 +8,7 @@
 #include "cli/cli.h"
 #include "compute/engine.h"
 #include "model/model.h"
+#include "model/source.h"
 
 static void help(FILE *out)
 {
@@ -15,7 +16,7 @@ static void help(FILE *out)
                  "Feeds the tokens in order and prints one JSON array on stdout: for every\n"
                  "position, the logits after it (n_vocab floats), or with --top K the K largest\n"
                  "as [[id, logit], ...] in descending order.\n\n"
-                 "  -m, --model PATH      GGUF model\n"
+                 "  -m, --model PATH      GGUF model or packed directory\n"
                  "      --tokens LIST     comma-separated token ids\n"
                  "      --top K           only the K largest logits per position\n"
                  "  -t, --threads N       compute threads (default: all cores)\n"
@@ -80,7 +81,7 @@ int sl_cmd_logits(int argc, char **argv)
     sl_engine *e = NULL;
     float *logits = NULL;
     unsigned char *taken = NULL;
-    if (sl_model_open(path, &m))
+    if (sl_source_open_model(path, SL_SOURCE_ALL, &m))
         goto out;
     const sl_hparams *hp = sl_model_hparams(m);
     if (n > UINT32_MAX / 2 || sl_engine_new(m, (uint32_t)n, (uint32_t)(n < 512 ? n : 512), (uint32_t)threads, &e))

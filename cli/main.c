@@ -15,6 +15,14 @@ static const struct {
     {"generate", sl_cmd_generate, "continue a prompt (in-process engine)"},
     {"run", sl_cmd_run, "continue a prompt through the multi-process streaming pipeline"},
     {"synth", sl_cmd_synth, "write a llama-shaped GGUF of seeded random weights (any size)"},
+    {"quantize", sl_cmd_quantize, "write a copy of a model in another tensor type (g2/g3/g4, q4_0, ...)"},
+    {"eval", sl_cmd_eval, "KL divergence and top-1 agreement of models against a reference, on text"},
+    {"pack", sl_cmd_pack, "split a GGUF into per-layer shard files for streaming (compressed if asked)"},
+    {"ctl", sl_cmd_ctl, "commands to a running coordinator: change its memory budget, ask its status"},
+    {"top", sl_cmd_top, "live view of a coordinator's monitoring stream"},
+    {"template", sl_cmd_template, "render a chat template with a conversation (as the model hubs do)"},
+    {"chat", sl_cmd_chat, "chat with a model in the terminal (in-process engine, its chat template)"},
+    {"serve", sl_cmd_serve, "serve a model over HTTP with OpenAI's API (a pipeline of its own, or --connect)"},
 };
 
 static void usage(FILE *out)

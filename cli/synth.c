@@ -1,5 +1,7 @@
 /* `sluice synth`: writes a llama-shaped GGUF of seeded random weights, for
- * testing and benchmarking at sizes no test fixture has (7B, 13B, 70B).
+ * testing and benchmarking at sizes no test fixture has (7B, 13B, 70B, and
+ * mixture-of-experts shapes: Mixtral 8x7B, and 128 experts of which 8 are
+ * used, the shape of Qwen3-30B-A3B).
  *
  * The file is streamed: the header (metadata, a generated SentencePiece
  * vocabulary, tensor infos) goes out first through model/gguf_write.h, then
@@ -34,6 +36,7 @@
 #include "compute/quant.h"
 #include "model/dtype.h"
 #include "model/gguf_write.h"
+#include "model/model.h"
 
 /* Elements per generated chunk: a multiple of every block size, big enough
  * that a write(2) moves at least half a MiB even for Q4_0. */
@@ -49,17 +52,21 @@ static const char SPM_SPACE[] = "\xe2\x96\x81"; /* U+2581, SentencePiece's word 
 
 /* ---- shapes and types ------------------------------------------------------ */
 
+/* ff is the FFN width (of each expert, for a mixture of experts). */
 typedef struct shape {
-    long long layers, dim, ff, heads, kv_heads, vocab, ctx;
+    long long layers, dim, ff, heads, kv_heads, vocab, ctx, experts, experts_used;
 } shape;
+#define SHAPE_FIELDS 9
 
 static const struct {
     const char *name;
     shape s;
 } k_shapes[] = {
-    {"7b", {32, 4096, 11008, 32, 32, 32000, 4096}},
-    {"13b", {40, 5120, 13824, 40, 40, 32000, 4096}},
-    {"70b", {80, 8192, 28672, 64, 8, 32000, 4096}},
+    {"7b", {32, 4096, 11008, 32, 32, 32000, 4096, 0, 0}},
+    {"13b", {40, 5120, 13824, 40, 40, 32000, 4096, 0, 0}},
+    {"70b", {80, 8192, 28672, 64, 8, 32000, 4096, 0, 0}},
+    {"8x7b", {32, 4096, 14336, 32, 8, 32000, 32768, 8, 2}},
+    {"30b-a3b", {48, 2048, 768, 32, 4, 32000, 4096, 128, 8}},
 };
 
 /* A --type: one tensor type for every matrix, or the Q4_K_M mixture. The
@@ -75,10 +82,11 @@ static const struct {
     {"q4_k", SL_Q4_K, 14}, {"q6_k", SL_Q6_K, 18}, {"q4_k_m", TYPE_Q4_K_M, 15},
 };
 
-/* One tensor to write: a norm (F32 vector around 1) or a matrix. */
+/* One tensor to write: a norm (F32 vector around 1), a matrix, or the
+ * matrices of a layer's experts (ne2 of them). */
 typedef struct tdesc {
     char name[64];
-    int64_t ne0, ne1;
+    int64_t ne0, ne1, ne2;
     uint32_t type;
     bool norm;
 } tdesc;
@@ -112,11 +120,37 @@ static void describe(tdesc *d, const char *role, long long il, int64_t ne0, int6
         snprintf(d->name, sizeof d->name, "blk.%lld.%s.weight", il, role);
     d->ne0 = ne0;
     d->ne1 = ne1;
+    d->ne2 = 1;
     d->norm = norm;
     d->type = norm ? SL_F32 : matrix_type(type, role, il, n_layer);
 }
 
-/* Fills t[] (room for 3 + 9 * layers) in file order and returns the count:
+/* The tensors of a mixture-of-experts layer, in the order converted files
+ * have them (sorted by name: the router and ffn_norm between the expert
+ * tensors, so a layer without its experts is several file ranges). The
+ * router stays F32, as quantizers leave it. */
+static size_t moe_layer(const shape *s, uint32_t type, long long il, tdesc *t)
+{
+    const long long hd = s->dim / s->heads, L = s->layers;
+    size_t n = 0;
+    describe(&t[n++], "attn_k", il, s->dim, s->kv_heads * hd, false, type, L);
+    describe(&t[n++], "attn_norm", il, s->dim, 1, true, type, L);
+    describe(&t[n++], "attn_output", il, s->heads * hd, s->dim, false, type, L);
+    describe(&t[n++], "attn_q", il, s->dim, s->heads * hd, false, type, L);
+    describe(&t[n++], "attn_v", il, s->dim, s->kv_heads * hd, false, type, L);
+    describe(&t[n], "ffn_down_exps", il, s->ff, s->dim, false, type, L);
+    t[n++].ne2 = s->experts;
+    describe(&t[n], "ffn_gate_exps", il, s->dim, s->ff, false, type, L);
+    t[n++].ne2 = s->experts;
+    describe(&t[n], "ffn_gate_inp", il, s->dim, s->experts, false, type, L);
+    t[n++].type = SL_F32;
+    describe(&t[n++], "ffn_norm", il, s->dim, 1, true, type, L);
+    describe(&t[n], "ffn_up_exps", il, s->dim, s->ff, false, type, L);
+    t[n++].ne2 = s->experts;
+    return n;
+}
+
+/* Fills t[] (room for 3 + 10 * layers) in file order and returns the count:
  * the non-layer tensors first, so that they form one compact unit, then
  * layer after layer. */
 static size_t plan_tensors(const shape *s, uint32_t type, tdesc *t)
@@ -127,6 +161,10 @@ static size_t plan_tensors(const shape *s, uint32_t type, tdesc *t)
     describe(&t[n++], "output_norm", -1, s->dim, 1, true, type, L);
     describe(&t[n++], "output", -1, s->dim, s->vocab, false, type, L);
     for (long long il = 0; il < L; il++) {
+        if (s->experts) {
+            n += moe_layer(s, type, il, t + n);
+            continue;
+        }
         describe(&t[n++], "attn_norm", il, s->dim, 1, true, type, L);
         describe(&t[n++], "attn_q", il, s->dim, s->heads * hd, false, type, L);
         describe(&t[n++], "attn_k", il, s->dim, s->kv_heads * hd, false, type, L);
@@ -459,7 +497,7 @@ static int out_close(out_file *o, bool ok)
 
 static void help(FILE *out)
 {
-    fprintf(out, "usage: sluice synth -o FILE --shape 7b|13b|70b|custom --type TYPE [options]\n\n"
+    fprintf(out, "usage: sluice synth -o FILE --shape 7b|13b|70b|8x7b|30b-a3b|custom --type TYPE [options]\n\n"
                  "Writes a llama-architecture GGUF model of seeded random weights (normal-ish,\n"
                  "standard deviation 0.02; norms around 1) with a generated SentencePiece\n"
                  "vocabulary, streaming it to disk: any size is fine as long as the disk can\n"
@@ -467,8 +505,12 @@ static void help(FILE *out)
                  "  -o, --output FILE    where to write (replaced only once complete)\n"
                  "      --shape S        7b (dim 4096, 32 layers, 32 heads, ff 11008),\n"
                  "                       13b (5120, 40, 40, 13824), 70b (8192, 80, 64 heads,\n"
-                 "                       8 kv heads, 28672), all with a 32000-token vocabulary;\n"
-                 "                       or custom (then --layers, --dim, --ff, --heads are needed)\n"
+                 "                       8 kv heads, 28672); mixtures of experts 8x7b (Mixtral:\n"
+                 "                       4096, 32, 32 heads, 8 kv heads, 8 experts of ff 14336,\n"
+                 "                       2 used per token) and 30b-a3b (Qwen3-30B-A3B's sizes:\n"
+                 "                       2048, 48, 32 heads, 4 kv heads, 128 experts of ff 768,\n"
+                 "                       8 used); all with a 32000-token vocabulary; or custom\n"
+                 "                       (then --layers, --dim, --ff, --heads are needed)\n"
                  "      --type T         every matrix in T: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0\n"
                  "                       q5_1 q4_k q6_k; or q4_k_m (Q4_K, with Q6_K for output\n"
                  "                       and for attn_v and ffn_down in some layers); norms F32\n"
@@ -476,6 +518,9 @@ static void help(FILE *out)
                  "      --layers N --dim D --ff F --heads H --kv-heads K --vocab V --ctx C\n"
                  "                       override the shape (kv-heads defaults to heads, vocab\n"
                  "                       to 32000, ctx, the trained context length, to 4096)\n"
+                 "      --experts N --experts-used K\n"
+                 "                       a mixture of N experts of width ff per layer, K used\n"
+                 "                       per token (Mixtral-style tensors; --experts 0: dense)\n"
                  "  -t, --threads N      generating threads (default: all cores)\n"
                  "  -h, --help           this text\n");
 }
@@ -491,7 +536,7 @@ typedef struct synth_args {
 /* Returns 0, or 2 after a message (usage error), or 1 for --help. */
 static int parse_args(int argc, char **argv, synth_args *a)
 {
-    enum { O_SHAPE = 256, O_TYPE, O_LAYERS, O_DIM, O_FF, O_HEADS, O_KV, O_VOCAB, O_CTX };
+    enum { O_SHAPE = 256, O_TYPE, O_LAYERS, O_DIM, O_FF, O_HEADS, O_KV, O_VOCAB, O_CTX, O_EXPERTS, O_USED };
     static const struct option opts[] = {{"output", required_argument, 0, 'o'},
                                          {"shape", required_argument, 0, O_SHAPE},
                                          {"type", required_argument, 0, O_TYPE},
@@ -503,6 +548,8 @@ static int parse_args(int argc, char **argv, synth_args *a)
                                          {"kv-heads", required_argument, 0, O_KV},
                                          {"vocab", required_argument, 0, O_VOCAB},
                                          {"ctx", required_argument, 0, O_CTX},
+                                         {"experts", required_argument, 0, O_EXPERTS},
+                                         {"experts-used", required_argument, 0, O_USED},
                                          {"threads", required_argument, 0, 't'},
                                          {"help", no_argument, 0, 'h'},
                                          {0}};
@@ -510,7 +557,7 @@ static int parse_args(int argc, char **argv, synth_args *a)
     a->type_idx = -1;
     a->seed = 1;
     a->threads = sl_cli_default_threads();
-    shape over = {-1, -1, -1, -1, -1, -1, -1};
+    shape over = {-1, -1, -1, -1, -1, -1, -1, -1, -1};
     const char *type_name = NULL;
     long long v;
     int c;
@@ -559,6 +606,14 @@ static int parse_args(int argc, char **argv, synth_args *a)
             if (sl_cli_int("--ctx", optarg, 1, 1 << 24, &over.ctx))
                 return 2;
             break;
+        case O_EXPERTS:
+            if (sl_cli_int("--experts", optarg, 0, SL_MAX_EXPERTS, &over.experts))
+                return 2;
+            break;
+        case O_USED:
+            if (sl_cli_int("--experts-used", optarg, 1, SL_MAX_EXPERTS_USED, &over.experts_used))
+                return 2;
+            break;
         case 't':
             if (sl_cli_int("--threads", optarg, 1, MAX_THREADS, &a->threads))
                 return 2;
@@ -590,7 +645,7 @@ static int parse_args(int argc, char **argv, synth_args *a)
                 type_name);
         return 2;
     }
-    shape s = {-1, -1, -1, -1, -1, 32000, 4096};
+    shape s = {-1, -1, -1, -1, -1, 32000, 4096, 0, 0};
     bool known = !strcmp(a->shape_name, "custom");
     for (size_t i = 0; i < sizeof k_shapes / sizeof k_shapes[0]; i++)
         if (!strcmp(a->shape_name, k_shapes[i].name)) {
@@ -598,11 +653,11 @@ static int parse_args(int argc, char **argv, synth_args *a)
             known = true;
         }
     if (!known) {
-        fprintf(stderr, "sluice synth: --shape '%s' is not one of 7b 13b 70b custom\n", a->shape_name);
+        fprintf(stderr, "sluice synth: --shape '%s' is not one of 7b 13b 70b 8x7b 30b-a3b custom\n", a->shape_name);
         return 2;
     }
     long long *sv = &s.layers, *ov = &over.layers;
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < SHAPE_FIELDS; i++)
         if (ov[i] >= 0)
             sv[i] = ov[i];
     if (s.kv_heads < 0)
@@ -621,6 +676,13 @@ static int parse_args(int argc, char **argv, synth_args *a)
                 s.kv_heads);
         return 2;
     }
+    if (s.experts == 1 || (s.experts && (s.experts_used < 1 || s.experts_used > s.experts))) {
+        fprintf(stderr, "sluice synth: --experts %lld needs --experts-used in 1..%lld (or --experts 0: dense)\n",
+                s.experts, s.experts);
+        return 2;
+    }
+    if (!s.experts)
+        s.experts_used = 0;
     uint32_t t = k_types[a->type_idx].type;
     long long block = t == TYPE_Q4_K_M ? SL_QK_K : (long long)sl_dtype_get(t)->block;
     if (s.dim % block || s.ff % block) {
@@ -661,6 +723,10 @@ static int define_model(sl_gguf_writer *w, const synth_args *a, const tdesc *t, 
     rc = rc ? rc : sl_gguf_writer_add_f32(w, "llama.rope.freq_base", 10000.0f);
     rc = rc ? rc : sl_gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
     rc = rc ? rc : sl_gguf_writer_add_u32(w, "llama.vocab_size", voc->n);
+    if (s->experts) {
+        rc = rc ? rc : sl_gguf_writer_add_u32(w, "llama.expert_count", (uint32_t)s->experts);
+        rc = rc ? rc : sl_gguf_writer_add_u32(w, "llama.expert_used_count", (uint32_t)s->experts_used);
+    }
     rc = rc ? rc : sl_gguf_writer_add_str(w, "tokenizer.ggml.model", "llama");
     rc = rc ? rc : sl_gguf_writer_add_str(w, "tokenizer.ggml.pre", "default");
     rc = rc ? rc
@@ -673,8 +739,8 @@ static int define_model(sl_gguf_writer *w, const synth_args *a, const tdesc *t, 
     rc = rc ? rc : sl_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", true);
     rc = rc ? rc : sl_gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token", false);
     for (size_t i = 0; i < n_t && rc == 0; i++) {
-        int64_t ne[2] = {t[i].ne0, t[i].ne1};
-        rc = sl_gguf_writer_add_tensor(w, t[i].name, t[i].norm ? 1 : 2, ne, t[i].type);
+        int64_t ne[3] = {t[i].ne0, t[i].ne1, t[i].ne2};
+        rc = sl_gguf_writer_add_tensor(w, t[i].name, t[i].norm ? 1 : t[i].ne2 > 1 ? 3 : 2, ne, t[i].type);
     }
     return rc;
 }
@@ -685,7 +751,7 @@ static job_ref *plan_jobs(const tdesc *t, size_t n_t, uint64_t *n_jobs, size_t *
     uint64_t n = 0;
     *max_bytes = 0;
     for (size_t i = 0; i < n_t; i++) {
-        int64_t ne = t[i].ne0 * t[i].ne1;
+        int64_t ne = t[i].ne0 * t[i].ne1 * t[i].ne2;
         n += (uint64_t)((ne + CHUNK_ELEMS - 1) / CHUNK_ELEMS);
         size_t b = (size_t)sl_dtype_bytes(t[i].type, (uint64_t)(ne < CHUNK_ELEMS ? ne : CHUNK_ELEMS));
         *max_bytes = b > *max_bytes ? b : *max_bytes;
@@ -695,7 +761,7 @@ static job_ref *plan_jobs(const tdesc *t, size_t n_t, uint64_t *n_jobs, size_t *
         return NULL;
     uint64_t k = 0;
     for (size_t i = 0; i < n_t; i++) {
-        int64_t ne = t[i].ne0 * t[i].ne1;
+        int64_t ne = t[i].ne0 * t[i].ne1 * t[i].ne2;
         for (int64_t b = 0; b < ne; b += CHUNK_ELEMS)
             jobs[k++] = (job_ref){(uint32_t)i, b, b + CHUNK_ELEMS < ne ? b + CHUNK_ELEMS : ne};
     }
@@ -768,7 +834,7 @@ int sl_cmd_synth(int argc, char **argv)
     if (prc)
         return prc == 1 ? 0 : 2;
     uint32_t n_workers = (uint32_t)a.threads;
-    size_t n_t = 3 + 9 * (size_t)a.s.layers;
+    size_t n_t = 3 + 10 * (size_t)a.s.layers;
     tdesc *t = calloc(n_t, sizeof *t);
     vocab voc = {0};
     gen g = {.mu = PTHREAD_MUTEX_INITIALIZER,
@@ -832,9 +898,12 @@ int sl_cmd_synth(int argc, char **argv)
     sigaction(SIGXFSZ, &old_xfsz, NULL);
     if (status == 0) {
         double dt = now_s() - t0;
-        printf("wrote %s: llama, %s shape (%lld layers, dim %lld, ff %lld, %lld/%lld heads, vocab %lld), %s, "
+        char experts[64] = "";
+        if (a.s.experts)
+            snprintf(experts, sizeof experts, ", %lld experts, %lld used", a.s.experts, a.s.experts_used);
+        printf("wrote %s: llama, %s shape (%lld layers, dim %lld, ff %lld, %lld/%lld heads, vocab %lld%s), %s, "
                "seed %llu: %.3f GB in %.1f s (%.0f MB/s, %u threads)\n",
-               a.out, a.shape_name, a.s.layers, a.s.dim, a.s.ff, a.s.heads, a.s.kv_heads, a.s.vocab,
+               a.out, a.shape_name, a.s.layers, a.s.dim, a.s.ff, a.s.heads, a.s.kv_heads, a.s.vocab, experts,
                k_types[a.type_idx].name, a.seed, (double)file_size / 1e9, dt,
                (double)file_size / 1e6 / (dt > 0 ? dt : 1e-9), n_workers);
     }

@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "model/gguf.h"
+#include "model/source.h"
 #include "model/tokenizer.h"
 
 static void help(FILE *out)
@@ -15,7 +16,7 @@ static void help(FILE *out)
     fprintf(out, "usage: sluice tokenize -m MODEL (--text TEXT | -f FILE) [--no-bos] [--no-parse-special] [--json]\n\n"
                  "Prints the token ids of the text, one '<id> -> '<piece>'' line each, or with\n"
                  "--json one JSON array of ids on stdout.\n\n"
-                 "  -m, --model PATH        GGUF model or vocabulary file\n"
+                 "  -m, --model PATH        GGUF model, vocabulary file or packed directory\n"
                  "      --text TEXT         the text\n"
                  "  -f, --file PATH         read the text from a file (bytes as they are)\n"
                  "      --no-bos            do not add BOS/EOS even when the vocabulary asks for them\n"
@@ -81,7 +82,7 @@ int sl_cmd_tokenize(int argc, char **argv)
     sl_gguf *g = NULL;
     sl_tokenizer *tk = NULL;
     int32_t *ids = NULL;
-    if (sl_gguf_open(path, &g) || sl_tokenizer_new(g, &tk))
+    if (sl_source_open_gguf(path, &g) || sl_tokenizer_new(g, &tk))
         goto out;
     unsigned flags = (add_special ? SL_TOK_ADD_SPECIAL : 0) | (parse_special ? SL_TOK_PARSE_SPECIAL : 0);
     int n = sl_tokenizer_encode(tk, text, len, flags, NULL, 0);

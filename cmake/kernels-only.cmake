@@ -12,21 +12,25 @@ add_library(slcore STATIC
   model/gguf.c
   model/model.c
   compute/quant.c
+  compute/lowbit.c
+  compute/requant.c
   compute/kernels.c
   compute/vec.c
   compute/pool.c
   compute/matmul.c
   compute/forward.c
+  compute/moe.c
   compute/engine.c
 )
 # The kernel variants, as the full build has them (CMakeLists.txt).
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64)$")
-  target_sources(slcore PRIVATE compute/kernels_neon.c)
+  target_sources(slcore PRIVATE compute/kernels_neon.c compute/lowbit_neon.c)
 endif()
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
-  target_sources(slcore PRIVATE compute/kernels_avx2.c compute/kernels_avx512.c)
-  set_source_files_properties(compute/kernels_avx2.c PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
-  set_source_files_properties(compute/kernels_avx512.c PROPERTIES COMPILE_OPTIONS
+  target_sources(slcore PRIVATE compute/kernels_avx2.c compute/kernels_avx512.c compute/lowbit_avx2.c
+    compute/lowbit_avx512.c)
+  set_source_files_properties(compute/kernels_avx2.c compute/lowbit_avx2.c PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
+  set_source_files_properties(compute/kernels_avx512.c compute/lowbit_avx512.c PROPERTIES COMPILE_OPTIONS
     "-mavx512f;-mavx512bw;-mavx512dq;-mavx512vl;-mavx512vnni;-mavx2;-mfma;-mf16c")
 endif()
 target_include_directories(slcore PUBLIC ${CMAKE_SOURCE_DIR})
@@ -59,9 +63,10 @@ function(sl_kernels_test name src)
 endfunction()
 
 sl_kernels_test(test_kernels test_kernels.c)
+sl_kernels_test(test_lowbit test_lowbit.c)
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64)$")
   sl_kernels_test(test_kernels_neon test_kernels_neon.c)
-  set_tests_properties(test_kernels PROPERTIES ENVIRONMENT SL_CPU=neon)
+  set_tests_properties(test_kernels test_lowbit PROPERTIES ENVIRONMENT SL_CPU=neon)
   if(CMAKE_CROSSCOMPILING)
     # Both instruction sets of the integer tiles: qemu's default CPU ("max")
     # has the dot-product extension, a Cortex-A57 (Armv8.0) has not; each
@@ -72,6 +77,8 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64)$")
                          "QEMU_CPU=cortex-a57;SL_TEST_EXPECT_DOTPROD=0")
     add_test(NAME test_kernels_nodot COMMAND test_kernels)
     set_tests_properties(test_kernels_nodot PROPERTIES ENVIRONMENT "SL_CPU=neon;QEMU_CPU=cortex-a57")
+    add_test(NAME test_lowbit_nodot COMMAND test_lowbit)
+    set_tests_properties(test_lowbit_nodot PROPERTIES ENVIRONMENT "SL_CPU=neon;QEMU_CPU=cortex-a57")
   endif()
 endif()
 sl_kernels_test(test_quant test_quant.c)

@@ -8,6 +8,7 @@
 
 #include "common/log.h"
 #include "compute/forward.h"
+#include "compute/moe.h"
 #include "compute/pool.h"
 #include "model/gguf.h"
 
@@ -154,7 +155,12 @@ int sl_engine_eval(sl_engine *e, const int32_t *tokens, uint32_t n, bool want_al
         int rc = sl_forward_embed(&e->fwd, &e->globals.t[SL_GW_TOKEN_EMBD], tokens + done, c, e->x);
         for (uint32_t il = 0; il < e->hp->n_layer && rc == 0; il++) {
             float *k = e->kv + il * layer_floats;
-            rc = sl_forward_layer(&e->fwd, &e->layers[il], e->x, c, e->pos, k, k + e->k_floats);
+            if (e->hp->n_expert) { /* attention, then the routed experts from the mapping */
+                rc = sl_forward_attention(&e->fwd, &e->layers[il], e->x, c, e->pos, k, k + e->k_floats);
+                rc = rc ? rc : sl_moe_ffn(&e->fwd, e->model, il, &e->layers[il], e->x, c);
+            } else {
+                rc = sl_forward_layer(&e->fwd, &e->layers[il], e->x, c, e->pos, k, k + e->k_floats);
+            }
         }
         /* Checked above: the forward pass cannot refuse these arguments. */
         SL_ASSERT(rc == 0);

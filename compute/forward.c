@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "compute/matmul.h"
+#include "compute/moe.h"
 
 /* Scratch regions start on 64-byte boundaries so threads writing
  * neighbouring regions do not share cache lines. */
@@ -29,6 +30,7 @@ typedef struct layout {
     size_t score_stride;
     size_t qact;       /* quantized matmul inputs: sl_matmul_scratch_bytes(..., SL_ACT_COUNT - 1) bytes */
     size_t qact_bytes;
+    size_t moe;        /* mixture of experts: sl_moe_scratch_floats (compute/moe.h) */
     size_t total;
 } layout;
 
@@ -69,6 +71,9 @@ static bool make_layout(const sl_hparams *hp, uint32_t n_batch, uint32_t n_ctx, 
     max_cols = hp->n_head * hp->head_dim_v > max_cols ? hp->n_head * hp->head_dim_v : max_cols;
     l->qact_bytes = sl_matmul_scratch_bytes(max_cols, n_batch, SL_ACT_COUNT - 1);
     ok = ok && l->qact_bytes && region(&c, &l->qact, (l->qact_bytes + 3) / 4, 1, 1);
+    /* A mixture of experts keeps its own state between its phases. */
+    const size_t moe = sl_moe_scratch_floats(hp, n_batch);
+    ok = ok && (!hp->n_expert || moe) && region(&c, &l->moe, moe, 1, 1);
     l->total = c;
     return ok;
 }
@@ -103,6 +108,13 @@ int sl_forward_init(sl_forward *f, const sl_hparams *hp, sl_pool *pool, uint32_t
         return -SL_EUNSUPPORTED; /* sl_kernels_get logged why */
     *f = (sl_forward){
         .hp = hp, .kern = k, .pool = pool, .n_batch = n_batch, .n_ctx = n_ctx, .scratch = scratch};
+    layout l;
+    if (!make_layout(hp, n_batch, n_ctx, sl_pool_size(pool), &l)) {
+        SL_ERROR("scratch for n_batch = %u, n_ctx = %u does not fit in memory", n_batch, n_ctx);
+        memset(f, 0, sizeof *f);
+        return -SL_EINVAL;
+    }
+    f->moe = hp->n_expert ? scratch + l.moe : NULL;
     return 0;
 }
 
@@ -263,7 +275,7 @@ static void swiglu_job(void *ctx, int64_t b, int64_t e, uint32_t worker)
     c->f->kern->silu_mul(gate + (size_t)b * f, up + (size_t)b * f, (int64_t)(e - b) * (int64_t)f);
 }
 
-/* x += xn, the FFN output. */
+/* x += xn, the FFN (or attention) output. */
 static void residual_job(void *ctx, int64_t b, int64_t e, uint32_t worker)
 {
     (void)worker;
@@ -309,22 +321,23 @@ int sl_forward_embed(const sl_forward *f, const sl_tensor *tok_embd, const int32
 
 /* Shapes were validated when the model was opened; a mismatch here means a
  * caller bound the wrong views. */
-static void assert_layer(const sl_hparams *hp, const sl_layer_weights *w)
+static void assert_layer(const sl_hparams *hp, const sl_layer_weights *w, bool dense_ffn)
 {
     static const int matrices[] = {SL_LW_Q, SL_LW_K, SL_LW_V, SL_LW_O, SL_LW_GATE, SL_LW_UP, SL_LW_DOWN};
     SL_ASSERT(w->t[SL_LW_ATTN_NORM].data && w->t[SL_LW_FFN_NORM].data);
-    for (size_t i = 0; i < sizeof matrices / sizeof matrices[0]; i++)
+    for (size_t i = 0; i < (dense_ffn ? 7u : 4u); i++)
         SL_ASSERT(w->t[matrices[i]].data != NULL);
     SL_ASSERT(w->t[SL_LW_Q].ne[0] == hp->n_embd && w->t[SL_LW_Q].ne[1] == hp->n_head * hp->head_dim_k);
     SL_ASSERT(w->t[SL_LW_K].ne[1] == hp->n_head_kv * hp->head_dim_k);
     SL_ASSERT(w->t[SL_LW_V].ne[1] == hp->n_head_kv * hp->head_dim_v);
     SL_ASSERT(w->t[SL_LW_O].ne[0] == hp->n_head * hp->head_dim_v && w->t[SL_LW_O].ne[1] == hp->n_embd);
-    SL_ASSERT(w->t[SL_LW_GATE].ne[1] == hp->n_ff && w->t[SL_LW_DOWN].ne[0] == hp->n_ff);
+    SL_ASSERT(!dense_ffn || (w->t[SL_LW_GATE].ne[1] == hp->n_ff && w->t[SL_LW_DOWN].ne[0] == hp->n_ff));
     SL_ASSERT(!w->t[SL_LW_Q_NORM].data == !w->t[SL_LW_K_NORM].data);
 }
 
-int sl_forward_layer(const sl_forward *f, const sl_layer_weights *w, float *x, uint32_t n, uint32_t pos0,
-                     float *k_cache, float *v_cache)
+/* The layer, or (dense_ffn false) its attention block only. */
+static int run_layer(const sl_forward *f, const sl_layer_weights *w, float *x, uint32_t n, uint32_t pos0,
+                     float *k_cache, float *v_cache, bool dense_ffn)
 {
     int rc = check_batch(f, n, __func__);
     if (rc < 0)
@@ -334,7 +347,7 @@ int sl_forward_layer(const sl_forward *f, const sl_layer_weights *w, float *x, u
         return -SL_ERANGE;
     }
     const sl_hparams *hp = f->hp;
-    assert_layer(hp, w);
+    assert_layer(hp, w, dense_ffn);
     layout l;
     SL_ASSERT(make_layout(hp, f->n_batch, f->n_ctx, sl_pool_size(f->pool), &l));
     float *s = f->scratch;
@@ -355,6 +368,11 @@ int sl_forward_layer(const sl_forward *f, const sl_layer_weights *w, float *x, u
     if (w->t[SL_LW_O_BIAS].data)
         sl_pool_run(f->pool, n, add_o_bias_job, &c);
 
+    if (!dense_ffn) { /* x += the attention output; the caller's FFN follows */
+        sl_pool_run(f->pool, n, residual_job, &c);
+        return 0;
+    }
+
     /* Feed-forward block. */
     sl_pool_run(f->pool, n, residual_norm_job, &c);
     const sl_matmul_op gate_up[2] = {
@@ -367,6 +385,18 @@ int sl_forward_layer(const sl_forward *f, const sl_layer_weights *w, float *x, u
     sl_matmul(f->pool, f->kern, &down, 1, n, s + l.qact, l.qact_bytes);
     sl_pool_run(f->pool, n, residual_job, &c);
     return 0;
+}
+
+int sl_forward_layer(const sl_forward *f, const sl_layer_weights *w, float *x, uint32_t n, uint32_t pos0,
+                     float *k_cache, float *v_cache)
+{
+    return run_layer(f, w, x, n, pos0, k_cache, v_cache, true);
+}
+
+int sl_forward_attention(const sl_forward *f, const sl_layer_weights *w, float *x, uint32_t n, uint32_t pos0,
+                         float *k_cache, float *v_cache)
+{
+    return run_layer(f, w, x, n, pos0, k_cache, v_cache, false);
 }
 
 int sl_forward_output(const sl_forward *f, const sl_global_weights *g, const float *x, uint32_t n,

@@ -7,7 +7,7 @@
  * is therefore processed as one batch per layer, streaming each layer's
  * weights once. Decoding is a batch of 1.
  *
- * Per layer (llama, qwen2, qwen3):
+ * Per layer (llama, qwen2, qwen3, and the attention of qwen2moe, qwen3moe):
  *   h   = RMSNorm(x) * attn_norm
  *   q,k,v = Wq h (+bq), Wk h (+bk), Wv h (+bv)      biases: qwen2
  *   q,k = RMSNorm per head * q_norm / k_norm          qwen3
@@ -17,7 +17,7 @@
  *         kv head = head / (n_head / n_head_kv)
  *   x  += Wo a (+bo)
  *   h   = RMSNorm(x) * ffn_norm
- *   x  += Wdown (silu(Wgate h) * (Wup h))
+ *   x  += Wdown (silu(Wgate h) * (Wup h))             (mixture of experts: compute/moe.h)
  * Output: logits = Woutput (RMSNorm(x) * output_norm).
  *
  * Layouts: x is [n][n_embd]; the K cache of a layer is [n_head_kv][n_ctx]
@@ -47,6 +47,7 @@ typedef struct sl_forward {
     uint32_t n_batch; /* most tokens per call */
     uint32_t n_ctx;   /* positions in each layer's KV cache */
     float *scratch;   /* sl_forward_scratch_floats(hp, n_batch, n_ctx, pool size) floats */
+    float *moe;       /* mixture of experts: the part of scratch compute/moe.h uses; else NULL */
 } sl_forward;
 
 /* Floats of scratch a forward pass needs for batches of up to n_batch tokens
@@ -80,6 +81,13 @@ int sl_forward_embed(const sl_forward *f, const sl_tensor *tok_embd, const int32
  * allocates. The weights must be views the model bound (shapes asserted). */
 int sl_forward_layer(const sl_forward *f, const sl_layer_weights *w, float *x, uint32_t n, uint32_t pos0,
                      float *k_cache, float *v_cache);
+
+/* The attention block of a layer only (x += attention output), as
+ * sl_forward_layer otherwise: for mixture-of-experts layers, whose
+ * feed-forward block compute/moe.h runs, over all the tokens of a step at
+ * once. Same returns. */
+int sl_forward_attention(const sl_forward *f, const sl_layer_weights *w, float *x, uint32_t n, uint32_t pos0,
+                         float *k_cache, float *v_cache);
 
 /* Output head. With all_tokens, logits[t][n_vocab] for each t < n; else
  * logits[n_vocab] for the last token only. x is not modified. Returns 0 or

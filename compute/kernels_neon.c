@@ -29,6 +29,7 @@
 
 #include "common/half.h"
 #include "common/log.h"
+#include "compute/lowbit.h"
 #include "compute/quant.h"
 
 /* Helpers that must be inlined into both instruction sets' tiles. */
@@ -1078,6 +1079,8 @@ static void neon_init(void)
     if (sdot)
         set_gemms_dotprod(&g_neon);
 #endif
+    /* sluice's own low-bit types: compute/lowbit_neon.c */
+    sl_lowbit_register_neon(&g_neon, sdot);
     g_neon.vdot = vdot_neon;
     g_neon.axpy = axpy_neon;
     g_neon.silu_mul = silu_mul_neon;

@@ -10,6 +10,7 @@
 
 #include "common/half.h"
 #include "common/log.h"
+#include "compute/lowbit.h"
 #include "model/dtype.h"
 
 /* Block fields are read in place from the mapped file, which is
@@ -911,7 +912,7 @@ sl_to_float_fn sl_quant_to_float(uint32_t type)
     case SL_Q6_K:
         return to_float_q6_k;
     default:
-        return NULL;
+        return sl_lowbit_to_float(type); /* NULL for anything else */
     }
 }
 
@@ -945,7 +946,7 @@ sl_dot_fn sl_quant_dot(uint32_t type)
     case SL_Q6_K:
         return dot_q6_k;
     default:
-        return NULL;
+        return sl_lowbit_dot(type);
     }
 }
 
@@ -973,7 +974,7 @@ sl_from_float_fn sl_quant_from_float(uint32_t type)
     case SL_Q6_K:
         return from_float_q6_k;
     default:
-        return NULL;
+        return sl_lowbit_from_float(type);
     }
 }
 
@@ -1028,7 +1029,7 @@ uint32_t sl_quant_act_of(uint32_t type)
     case SL_Q6_K:
         return SL_ACT_Q8_K;
     default:
-        return SL_ACT_F32;
+        return sl_lowbit_bits(type) ? SL_ACT_Q8_0 : SL_ACT_F32;
     }
 }
 
@@ -1056,6 +1057,6 @@ sl_gemm_fn sl_quant_gemm(uint32_t type)
     case SL_Q6_K:
         return gemm_q6_k;
     default:
-        return NULL;
+        return sl_lowbit_gemm(type);
     }
 }

@@ -11,7 +11,14 @@
  * Where a unit's bytes come from is the source's business: the mapped file
  * (in-process), or a pinned region or ring slot in shared memory (the
  * pipeline), filled by loaders. The step only asks for unit i, binds views
- * to the pointer it gets, and gives the unit back when it is done with it. */
+ * to the pointer it gets, and gives the unit back when it is done with it.
+ *
+ * Mixture of experts: a layer's unit holds attention, norms and router; the
+ * step runs attention for every sequence, routes all the step's tokens at
+ * once (compute/moe.h), tells the expert source which experts the layer
+ * needs, and computes each as the source hands it over, in whatever order
+ * they become available. So a step reads only the experts its tokens chose,
+ * each once however many tokens chose it. */
 #ifndef SL_COMPUTE_STEP_H
 #define SL_COMPUTE_STEP_H
 
@@ -30,7 +37,29 @@ typedef struct sl_unit_source {
     /* The step no longer reads the unit's bytes. */
     void (*release)(void *ctx, uint32_t unit);
     void *ctx;
+    /* Where experts come from (mixture-of-experts models); NULL: bound from
+     * the mapped file. */
+    const struct sl_expert_source *experts;
 } sl_unit_source;
+
+/* Experts of a mixture-of-experts layer, for one step. Per layer the step
+ * calls need once, then next and release once per needed expert. */
+typedef struct sl_expert_source {
+    /* Layer `layer` needs expert e for counts[e] tokens (n_expert entries;
+     * 0: not needed). Returns 0, or a negative error to give the step up. */
+    int (*need)(void *ctx, uint32_t layer, const uint32_t *counts);
+    /* A needed expert of the layer not handed out yet: stores its index in
+     * *expert and returns the base of its image (model/model.h), blocking
+     * until one is there; NULL when none will be (the step must be redone). */
+    const void *(*next)(void *ctx, uint32_t layer, uint32_t *expert);
+    /* The step no longer reads that expert's bytes. */
+    void (*release)(void *ctx, uint32_t layer, uint32_t expert);
+    /* Optional (NULL: no prefetching): called before layer `layer`'s
+     * attention with the experts it will likely choose (want[e] != 0),
+     * predicted from the residual stream through that layer's router. */
+    void (*prefetch)(void *ctx, uint32_t layer, const uint8_t *want);
+    void *ctx;
+} sl_expert_source;
 
 /* One sequence of a step. */
 typedef struct sl_step_seq {

@@ -28,6 +28,7 @@ struct sl_reader {
     uint64_t size;
     uint32_t chunk;
     uint32_t n_threads;
+    uint32_t flags; /* sl_reader_flags, for reopen */
     char *path; /* for messages */
     pthread_t *threads;
 
@@ -235,6 +236,7 @@ int sl_reader_open(const char *path, const sl_reader_opts *opts, sl_reader **out
     r->path = p;
     r->threads = th;
     r->chunk = o.chunk;
+    r->flags = o.flags;
     pthread_mutex_init(&r->req_mu, NULL);
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->wake, NULL);
@@ -256,6 +258,31 @@ int sl_reader_open(const char *path, const sl_reader_opts *opts, sl_reader **out
     }
     *out = r;
     return 0;
+}
+
+int sl_reader_reopen(sl_reader *r, const char *path)
+{
+    char *p = strdup(path);
+    if (!p) {
+        SL_ERROR("out of memory");
+        return -SL_ENOMEM;
+    }
+    pthread_mutex_lock(&r->req_mu);
+    if (r->fd >= 0)
+        close(r->fd);
+    free(r->path);
+    r->path = p;
+    r->fd = -1;
+    r->size = 0; /* until the open succeeds, every range is past the end */
+    r->direct = false;
+    int rc = open_file(r, r->flags);
+    if (rc && r->fd >= 0) {
+        close(r->fd);
+        r->fd = -1;
+        r->size = 0;
+    }
+    pthread_mutex_unlock(&r->req_mu);
+    return rc;
 }
 
 void sl_reader_close(sl_reader *r)

@@ -73,6 +73,14 @@ typedef struct sl_reader sl_reader;
  * failed; not a regular file), -SL_ENOMEM. Blocks on the open. */
 int sl_reader_open(const char *path, const sl_reader_opts *opts, sl_reader **out);
 
+/* Switches the reader to the file at `path`, keeping its options and
+ * threads: for callers that read many files in turn (a packed model's
+ * shards, loader/shard.h) without starting threads per file. Returns 0, or
+ * the errors of sl_reader_open (logged); after a failure the reader has no
+ * file and every read fails until a reopen succeeds. Blocks on the open;
+ * serialised with reads. */
+int sl_reader_reopen(sl_reader *r, const char *path);
+
 /* Stops the threads, closes the file and frees the reader. NULL is
  * accepted. No request may be in progress. */
 void sl_reader_close(sl_reader *r);

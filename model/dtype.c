@@ -36,6 +36,17 @@ static const sl_dtype_info k_types[SL_DTYPE_COUNT] = {
     [SL_TQ1_0] = {"TQ1_0", 256, 54, false},
     [SL_TQ2_0] = {"TQ2_0", 256, 66, false},
     [SL_MXFP4] = {"MXFP4", 32, 17, false},
+    /* sluice's grouped low-bit types: 4 bytes of f16 scale and zero point,
+     * then G * bits / 8 bytes of quants (compute/lowbit.h) */
+    [SL_G2_128] = {"G2_128", 128, 36, true},
+    [SL_G3_128] = {"G3_128", 128, 52, true},
+    [SL_G4_128] = {"G4_128", 128, 68, true},
+    [SL_G2_64] = {"G2_64", 64, 20, true},
+    [SL_G3_64] = {"G3_64", 64, 28, true},
+    [SL_G4_64] = {"G4_64", 64, 36, true},
+    [SL_G2_32] = {"G2_32", 32, 12, true},
+    [SL_G3_32] = {"G3_32", 32, 16, true},
+    [SL_G4_32] = {"G4_32", 32, 20, true},
 };
 
 const sl_dtype_info *sl_dtype_get(uint32_t t)

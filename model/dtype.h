@@ -5,7 +5,8 @@
  * n / block * block_bytes bytes. The table covers every type GGUF files carry,
  * so that any well-formed file can be parsed and its offsets checked; which of
  * them sluice can compute with is a separate question (`supported`). The block
- * layouts of supported types are documented in compute/quant.h. */
+ * layouts of supported types are documented in compute/quant.h, those of
+ * sluice's own low-bit types (ids 224..232) in compute/lowbit.h. */
 #ifndef SL_MODEL_DTYPE_H
 #define SL_MODEL_DTYPE_H
 
@@ -20,7 +21,13 @@ typedef enum sl_dtype {
     SL_IQ3_S = 21, SL_IQ2_S = 22, SL_IQ4_XS = 23,
     SL_I8 = 24, SL_I16 = 25, SL_I32 = 26, SL_I64 = 27, SL_F64 = 28, SL_IQ1_M = 29,
     SL_BF16 = 30, SL_TQ1_0 = 34, SL_TQ2_0 = 35, SL_MXFP4 = 39,
-    SL_DTYPE_COUNT = 40 /* one past the largest id; some ids below are unused */
+    /* sluice's own grouped low-bit types (compute/lowbit.h): private ids far
+     * above ggml's, so other readers refuse such files instead of misreading
+     * them. */
+    SL_G2_128 = 224, SL_G3_128 = 225, SL_G4_128 = 226,
+    SL_G2_64 = 227, SL_G3_64 = 228, SL_G4_64 = 229,
+    SL_G2_32 = 230, SL_G3_32 = 231, SL_G4_32 = 232,
+    SL_DTYPE_COUNT = 233 /* one past the largest id; most ids below are unused */
 } sl_dtype;
 
 typedef struct sl_dtype_info {

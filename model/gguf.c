@@ -465,6 +465,20 @@ int sl_gguf_open_mem(const void *buf, size_t len, sl_gguf **out)
     return finish_open(g, out);
 }
 
+int sl_gguf_open_mapping(void *map, size_t len, sl_gguf **out)
+{
+    *out = NULL;
+    sl_gguf *g = calloc(1, sizeof *g);
+    if (!g) {
+        munmap(map, len);
+        return -SL_ENOMEM;
+    }
+    g->base = map;
+    g->size = len;
+    g->mapped = true;
+    return finish_open(g, out); /* closing on failure unmaps */
+}
+
 int sl_gguf_open(const char *path, sl_gguf **out)
 {
     *out = NULL;

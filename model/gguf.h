@@ -71,6 +71,13 @@ int sl_gguf_open(const char *path, sl_gguf **out);
  * sl_gguf_open. Used by the fuzzer and by tests. */
 int sl_gguf_open_mem(const void *buf, size_t len, sl_gguf **out);
 
+/* Parses an image in a private mapping the caller made with mmap(2) (`len`
+ * bytes at `map`) and takes the mapping over: sl_gguf_close unmaps it, and
+ * so does this function when it fails. Same errors as sl_gguf_open_mem.
+ * For images assembled in memory (a packed model, model/pack.h); the
+ * caller may keep writing tensor data into the mapping until close. */
+int sl_gguf_open_mapping(void *map, size_t len, sl_gguf **out);
+
 /* Releases the handle and its mapping. NULL is accepted. */
 void sl_gguf_close(sl_gguf *g);
 

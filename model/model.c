@@ -18,14 +18,24 @@
  * low enough that products of two or three of them cannot overflow 64 bits. */
 #define MAX_DIM (1u << 24)
 
+/* One of a layer's 3-D expert tensors: expert e's slice is the `slice`
+ * bytes at offset + e * slice. */
+typedef struct expert_src {
+    uint64_t offset;
+    uint64_t slice;
+    uint32_t type;
+    int64_t ne0, ne1;
+} expert_src;
+
 struct sl_model {
     sl_hparams hp;
     const sl_gguf *g;
     sl_gguf *owned; /* g when sl_model_open opened it */
     bool tied_output;
     sl_unit global;
-    sl_unit head;    /* the global tensors the output step reads */
-    sl_unit *layers; /* n_layer */
+    sl_unit head;      /* the global tensors the output step reads */
+    sl_unit *layers;   /* n_layer */
+    expert_src *exps;  /* n_layer * SL_EW_COUNT when n_expert > 0, else NULL */
 };
 
 typedef struct arch_info {
@@ -38,24 +48,36 @@ typedef struct arch_info {
     float default_freq_base;
     uint32_t required; /* bit per sl_layer_role */
     uint32_t allowed;  /* required plus the optional roles */
+    /* Experts: 0 never (a file with expert_count is refused), 1 when the
+     * file has expert_count, 2 always. With experts, the dense FFN roles
+     * give way to the router (and, where allowed, the shared expert). */
+    int experts;
+    bool norm_topk; /* default of expert_weights_norm */
 } arch_info;
 
 #define BIT(r) (1u << (r))
-#define BASE_ROLES                                                                                           \
-    (BIT(SL_LW_ATTN_NORM) | BIT(SL_LW_Q) | BIT(SL_LW_K) | BIT(SL_LW_V) | BIT(SL_LW_O) |                      \
-     BIT(SL_LW_FFN_NORM) | BIT(SL_LW_GATE) | BIT(SL_LW_UP) | BIT(SL_LW_DOWN))
+#define ATTN_ROLES (BIT(SL_LW_ATTN_NORM) | BIT(SL_LW_Q) | BIT(SL_LW_K) | BIT(SL_LW_V) | BIT(SL_LW_O))
+#define DENSE_FFN (BIT(SL_LW_GATE) | BIT(SL_LW_UP) | BIT(SL_LW_DOWN))
+#define BASE_ROLES (ATTN_ROLES | BIT(SL_LW_FFN_NORM) | DENSE_FFN)
 #define QKV_BIAS (BIT(SL_LW_Q_BIAS) | BIT(SL_LW_K_BIAS) | BIT(SL_LW_V_BIAS))
+#define QK_NORM (BIT(SL_LW_Q_NORM) | BIT(SL_LW_K_NORM))
+#define SHEXP_ROLES                                                                                          \
+    (BIT(SL_LW_GATE_INP_SHEXP) | BIT(SL_LW_GATE_SHEXP) | BIT(SL_LW_UP_SHEXP) | BIT(SL_LW_DOWN_SHEXP))
 
 static const arch_info k_archs[] = {
     /* Some llama-architecture conversions carry attention biases. */
-    {"llama", SL_ARCH_LLAMA, SL_ROPE_NORM, 10000.0f, BASE_ROLES, BASE_ROLES | QKV_BIAS | BIT(SL_LW_O_BIAS)},
-    {"qwen2", SL_ARCH_QWEN2, SL_ROPE_NEOX, 10000.0f, BASE_ROLES | QKV_BIAS, BASE_ROLES | QKV_BIAS},
-    {"qwen3", SL_ARCH_QWEN3, SL_ROPE_NEOX, 10000.0f, BASE_ROLES | BIT(SL_LW_Q_NORM) | BIT(SL_LW_K_NORM),
-     BASE_ROLES | BIT(SL_LW_Q_NORM) | BIT(SL_LW_K_NORM)},
+    {"llama", SL_ARCH_LLAMA, SL_ROPE_NORM, 10000.0f, BASE_ROLES, BASE_ROLES | QKV_BIAS | BIT(SL_LW_O_BIAS), 1, true},
+    {"qwen2", SL_ARCH_QWEN2, SL_ROPE_NEOX, 10000.0f, BASE_ROLES | QKV_BIAS, BASE_ROLES | QKV_BIAS, 0, false},
+    {"qwen3", SL_ARCH_QWEN3, SL_ROPE_NEOX, 10000.0f, BASE_ROLES | QK_NORM, BASE_ROLES | QK_NORM, 0, false},
+    /* Qwen1.5-MoE style: qwen2 attention, a shared expert beside the routed
+     * ones (present in every released file, optional here). */
+    {"qwen2moe", SL_ARCH_QWEN2MOE, SL_ROPE_NEOX, 10000.0f, BASE_ROLES | QKV_BIAS,
+     BASE_ROLES | QKV_BIAS | SHEXP_ROLES, 2, false},
+    {"qwen3moe", SL_ARCH_QWEN3MOE, SL_ROPE_NEOX, 10000.0f, BASE_ROLES | QK_NORM, BASE_ROLES | QK_NORM, 2, true},
 };
 
 /* Dimensions a tensor shape is made of. */
-enum dim { D_1, D_EMBD, D_FF, D_HEAD_K, D_Q, D_KV_K, D_KV_V, D_ATT_OUT };
+enum dim { D_1, D_EMBD, D_FF, D_HEAD_K, D_Q, D_KV_K, D_KV_V, D_ATT_OUT, D_EXPERT, D_FF_EXP, D_FF_SHEXP };
 
 /* Each layer tensor: GGUF name "blk.<N>.<suffix>" and shape [ne0, ne1]. */
 static const struct {
@@ -77,6 +99,21 @@ static const struct {
     [SL_LW_GATE] = {"ffn_gate.weight", D_EMBD, D_FF},
     [SL_LW_UP] = {"ffn_up.weight", D_EMBD, D_FF},
     [SL_LW_DOWN] = {"ffn_down.weight", D_FF, D_EMBD},
+    [SL_LW_GATE_INP] = {"ffn_gate_inp.weight", D_EMBD, D_EXPERT},
+    [SL_LW_GATE_INP_SHEXP] = {"ffn_gate_inp_shexp.weight", D_EMBD, D_1},
+    [SL_LW_GATE_SHEXP] = {"ffn_gate_shexp.weight", D_EMBD, D_FF_SHEXP},
+    [SL_LW_UP_SHEXP] = {"ffn_up_shexp.weight", D_EMBD, D_FF_SHEXP},
+    [SL_LW_DOWN_SHEXP] = {"ffn_down_shexp.weight", D_FF_SHEXP, D_EMBD},
+};
+
+/* The 3-D expert tensors "blk.<N>.<suffix>": [ne0, ne1, n_expert]. */
+static const struct {
+    const char *suffix;
+    enum dim ne0, ne1;
+} k_expert_tensors[SL_EW_COUNT] = {
+    [SL_EW_GATE] = {"ffn_gate_exps.weight", D_EMBD, D_FF_EXP},
+    [SL_EW_UP] = {"ffn_up_exps.weight", D_EMBD, D_FF_EXP},
+    [SL_EW_DOWN] = {"ffn_down_exps.weight", D_FF_EXP, D_EMBD},
 };
 
 static const char *const k_global_name[SL_GW_COUNT] = {
@@ -175,6 +212,58 @@ static int read_rope_scaling(const sl_gguf *g, const char *arch, sl_hparams *hp)
     return 0;
 }
 
+/* The mixture-of-experts keys: counts, widths and the routing variant. */
+static int read_experts(const sl_gguf *g, const arch_info *ai, sl_hparams *hp)
+{
+    const char *a = ai->name;
+    int rc;
+    if ((rc = check_dim("expert_count", hp->n_expert, 2, SL_MAX_EXPERTS)) < 0)
+        return rc;
+    if ((rc = get_u32(g, a, "expert_used_count", true, 0, &hp->n_expert_used)) < 0)
+        return rc;
+    uint32_t max_used = hp->n_expert < SL_MAX_EXPERTS_USED ? hp->n_expert : SL_MAX_EXPERTS_USED;
+    if ((rc = check_dim("expert_used_count", hp->n_expert_used, 1, max_used)) < 0)
+        return rc;
+    /* The dense width: the experts' own when the file gives no
+     * expert_feed_forward_length (Mixtral), and the shared expert's default
+     * (qwen2moe files carry expert_shared_feed_forward_length). */
+    uint32_t dense = 0;
+    if ((rc = get_u32(g, a, "feed_forward_length", false, 0, &dense)) < 0 ||
+        (rc = get_u32(g, a, "expert_feed_forward_length", dense == 0, dense, &hp->n_ff_exp)) < 0 ||
+        (rc = get_u32(g, a, "expert_shared_feed_forward_length", false, dense, &hp->n_ff_shexp)) < 0)
+        return rc;
+    if ((rc = check_dim("expert_feed_forward_length", hp->n_ff_exp, 1, MAX_DIM)) < 0 ||
+        (rc = check_dim("expert_shared_feed_forward_length", hp->n_ff_shexp, 0, MAX_DIM)) < 0)
+        return rc;
+    hp->n_ff = hp->n_ff_exp > hp->n_ff_shexp ? hp->n_ff_exp : hp->n_ff_shexp;
+
+    char key[160];
+    snprintf(key, sizeof key, "%s.expert_weights_norm", a);
+    hp->expert_weights_norm = ai->norm_topk;
+    rc = sl_gguf_get_bool(g, key, &hp->expert_weights_norm);
+    if (rc < 0 && rc != -SL_ENOTFOUND) {
+        SL_ERROR("key %s is not a boolean", key);
+        return rc;
+    }
+    /* Variants of routing these architectures do not use: refuse rather
+     * than route differently from what the file was trained with. */
+    uint32_t gating = 1;
+    if ((rc = get_u32(g, a, "expert_gating_func", false, 1, &gating)) < 0)
+        return rc;
+    if (gating != 1) {
+        SL_ERROR("%s.expert_gating_func = %u is not supported (only 1, softmax)", a, gating);
+        return -SL_EUNSUPPORTED;
+    }
+    float scale = 1.0f;
+    if ((rc = get_f32(g, a, "expert_weights_scale", 1.0f, &scale)) < 0)
+        return rc;
+    if (scale != 1.0f) {
+        SL_ERROR("%s.expert_weights_scale = %g is not supported (only 1)", a, (double)scale);
+        return -SL_EUNSUPPORTED;
+    }
+    return 0;
+}
+
 static int read_hparams(const sl_gguf *g, const arch_info *ai, sl_hparams *hp)
 {
     const char *a = ai->name;
@@ -183,25 +272,27 @@ static int read_hparams(const sl_gguf *g, const arch_info *ai, sl_hparams *hp)
     hp->arch = ai->arch;
     hp->rope_type = ai->rope;
 
-    uint32_t n_expert = 0;
-    if ((rc = get_u32(g, a, "expert_count", false, 0, &n_expert)) < 0)
+    if ((rc = get_u32(g, a, "expert_count", ai->experts == 2, 0, &hp->n_expert)) < 0)
         return rc;
-    if (n_expert > 0) {
-        SL_ERROR("%s model with expert_count = %u: mixture-of-experts models are not supported yet", a,
-                 n_expert);
+    if (hp->n_expert > 0 && ai->experts == 0) {
+        SL_ERROR("%s model with expert_count = %u: experts are supported in llama, qwen2moe and qwen3moe files",
+                 a, hp->n_expert);
         return -SL_EUNSUPPORTED;
     }
+    if (hp->n_expert > 0 && (rc = read_experts(g, ai, hp)) < 0)
+        return rc;
 
     if ((rc = get_u32(g, a, "context_length", true, 0, &hp->n_ctx_train)) < 0 ||
         (rc = get_u32(g, a, "embedding_length", true, 0, &hp->n_embd)) < 0 ||
         (rc = get_u32(g, a, "block_count", true, 0, &hp->n_layer)) < 0 ||
-        (rc = get_u32(g, a, "feed_forward_length", true, 0, &hp->n_ff)) < 0 ||
         (rc = get_u32(g, a, "attention.head_count", true, 0, &hp->n_head)) < 0)
+        return rc;
+    if (hp->n_expert == 0 && (rc = get_u32(g, a, "feed_forward_length", true, 0, &hp->n_ff)) < 0)
         return rc;
     if ((rc = check_dim("context_length", hp->n_ctx_train, 1, MAX_DIM)) < 0 ||
         (rc = check_dim("embedding_length", hp->n_embd, 1, MAX_DIM)) < 0 ||
         (rc = check_dim("block_count", hp->n_layer, 1, 65536)) < 0 ||
-        (rc = check_dim("feed_forward_length", hp->n_ff, 1, MAX_DIM)) < 0 ||
+        (rc = check_dim(hp->n_expert ? "expert FFN width" : "feed_forward_length", hp->n_ff, 1, MAX_DIM)) < 0 ||
         (rc = check_dim("attention.head_count", hp->n_head, 1, 65536)) < 0)
         return rc;
     if ((rc = get_u32(g, a, "attention.head_count_kv", false, hp->n_head, &hp->n_head_kv)) < 0)
@@ -303,6 +394,12 @@ static int64_t dim_value(const sl_hparams *hp, enum dim d)
         return (int64_t)hp->n_head_kv * hp->head_dim_v;
     case D_ATT_OUT:
         return (int64_t)hp->n_head * hp->head_dim_v;
+    case D_EXPERT:
+        return hp->n_expert;
+    case D_FF_EXP:
+        return hp->n_ff_exp;
+    case D_FF_SHEXP:
+        return hp->n_ff_shexp;
     }
     SL_ASSERT(!"unknown dimension");
 }
@@ -368,7 +465,11 @@ static void unit_add(sl_unit *u, uint32_t role, const sl_gguf_tensor *t)
     ut->nbytes = t->nbytes;
 }
 
-/* Sorts the unit's tensors by file offset and computes its span. */
+static uint64_t io_down(uint64_t v) { return v / SL_UNIT_IO_ALIGN * SL_UNIT_IO_ALIGN; }
+static uint64_t io_up(uint64_t v) { return io_down(v + SL_UNIT_IO_ALIGN - 1); }
+
+/* Sorts the unit's tensors by file offset, groups them into ranges (a gap
+ * of more than SL_UNIT_IO_ALIGN starts a new one) and lays out the image. */
 static void unit_finish(sl_unit *u)
 {
     for (uint32_t i = 1; i < u->n_tensors; i++) {
@@ -378,15 +479,53 @@ static void unit_finish(sl_unit *u)
             u->tensors[j] = u->tensors[j - 1];
         u->tensors[j] = key;
     }
-    uint64_t end = 0;
     u->payload = 0;
+    u->n_ranges = 0;
     for (uint32_t i = 0; i < u->n_tensors; i++) {
-        uint64_t e = u->tensors[i].offset + u->tensors[i].nbytes;
-        end = e > end ? e : end;
-        u->payload += u->tensors[i].nbytes;
+        sl_unit_tensor *t = &u->tensors[i];
+        const uint64_t end = t->offset + t->nbytes;
+        sl_unit_range *r = u->n_ranges ? &u->ranges[u->n_ranges - 1] : NULL;
+        if (r && t->offset <= r->offset + r->nbytes + SL_UNIT_IO_ALIGN) {
+            if (end > r->offset + r->nbytes)
+                r->nbytes = end - r->offset;
+        } else {
+            SL_ASSERT(u->n_ranges < SL_UNIT_MAX_RANGES);
+            u->ranges[u->n_ranges++] = (sl_unit_range){t->offset, t->nbytes, 0};
+        }
+        t->range = u->n_ranges - 1;
+        u->payload += t->nbytes;
     }
-    u->offset = u->n_tensors ? u->tensors[0].offset : 0;
-    u->nbytes = end - u->offset;
+    u->nbytes = 0;
+    u->image_bytes = 0;
+    for (uint32_t r = 0; r < u->n_ranges; r++) {
+        sl_unit_range *rg = &u->ranges[r];
+        rg->image_offset = u->image_bytes;
+        u->image_bytes += io_up(rg->offset + rg->nbytes) - io_down(rg->offset);
+        u->nbytes += rg->nbytes;
+    }
+    u->offset = u->n_ranges ? u->ranges[0].offset : 0;
+}
+
+/* Records one of layer il's 3-D expert tensors after checking it. */
+static int add_expert_tensor(sl_model *m, uint32_t il, int role, const sl_gguf_tensor *t, const sl_kernels *kern)
+{
+    const sl_hparams *hp = &m->hp;
+    const int64_t want[4] = {dim_value(hp, k_expert_tensors[role].ne0), dim_value(hp, k_expert_tensors[role].ne1),
+                             hp->n_expert, 1};
+    int rc = check_tensor(t, want, kern);
+    if (rc < 0)
+        return rc;
+    const uint64_t slice = sl_dtype_bytes(t->type, (uint64_t)want[0]) * (uint64_t)want[1];
+    /* Each expert is bound on its own: its slice must keep the alignment
+     * the views need. */
+    if (slice % 4 != 0 || slice * hp->n_expert != t->nbytes) {
+        SL_ERROR("tensor %.*s: experts of %llu bytes cannot be bound separately", (int)t->name.len, t->name.ptr,
+                 (unsigned long long)slice);
+        return -SL_EFORMAT;
+    }
+    m->exps[(size_t)il * SL_EW_COUNT + (size_t)role] =
+        (expert_src){t->offset, slice, t->type, want[0], want[1]};
+    return 0;
 }
 
 /* Parses "blk.<N>.<suffix>": stores N and the suffix, or returns false. */
@@ -433,13 +572,24 @@ static int bind_tensors(sl_model *m, const arch_info *ai, const sl_kernels *kern
     const sl_gguf *g = m->g;
     sl_hparams *hp = &m->hp;
     uint64_t n = sl_gguf_tensor_count(g);
-    /* Which roles each layer has found, to catch duplicates and gaps. */
+    /* Which roles each layer has found, to catch duplicates and gaps: bit
+     * per sl_layer_role, then bit SL_LW_COUNT + r per sl_expert_role. */
     uint32_t *seen = calloc(hp->n_layer, sizeof *seen);
     uint32_t gseen = 0;
     int rc = 0;
     if (!seen) {
         SL_ERROR("out of memory for %u layers", hp->n_layer);
         return -SL_ENOMEM;
+    }
+    _Static_assert(SL_LW_COUNT + SL_EW_COUNT <= 32, "role bits");
+    const uint32_t all_experts = ((1u << SL_EW_COUNT) - 1) << SL_LW_COUNT;
+    uint32_t required = ai->required, allowed = ai->allowed;
+    if (hp->n_expert) {
+        /* The routed experts replace the dense FFN. */
+        required = (required & ~DENSE_FFN) | BIT(SL_LW_GATE_INP) | all_experts;
+        allowed = (allowed & ~DENSE_FFN) | BIT(SL_LW_GATE_INP) | all_experts;
+    } else {
+        allowed &= ~SHEXP_ROLES;
     }
 
     for (uint64_t i = 0; i < n && rc == 0; i++) {
@@ -453,7 +603,10 @@ static int bind_tensors(sl_model *m, const arch_info *ai, const sl_kernels *kern
             for (int r = 0; r < SL_LW_COUNT; r++)
                 if (sl_str_eq(suffix, k_layer_tensors[r].suffix))
                     role = r;
-            if (role < 0 || !(ai->allowed & BIT(role))) {
+            for (int r = 0; r < SL_EW_COUNT; r++)
+                if (sl_str_eq(suffix, k_expert_tensors[r].suffix))
+                    role = SL_LW_COUNT + r;
+            if (role < 0 || !(allowed & BIT(role))) {
                 SL_ERROR("tensor %.*s is not part of a %s model: not supported", nm, t->name.ptr, ai->name);
                 rc = -SL_EUNSUPPORTED;
             } else if (il >= hp->n_layer) {
@@ -462,6 +615,9 @@ static int bind_tensors(sl_model *m, const arch_info *ai, const sl_kernels *kern
             } else if (seen[il] & BIT(role)) {
                 SL_ERROR("tensor %.*s appears twice", nm, t->name.ptr);
                 rc = -SL_EFORMAT;
+            } else if (role >= SL_LW_COUNT) {
+                if ((rc = add_expert_tensor(m, il, role - SL_LW_COUNT, t, kern)) == 0)
+                    seen[il] |= BIT(role);
             } else {
                 layer_shape(hp, role, want);
                 if ((rc = check_tensor(t, want, kern)) == 0) {
@@ -495,20 +651,37 @@ static int bind_tensors(sl_model *m, const arch_info *ai, const sl_kernels *kern
     }
 
     for (uint32_t il = 0; il < hp->n_layer && rc == 0; il++) {
-        uint32_t missing = ai->required & ~seen[il];
+        uint32_t missing = required & ~seen[il];
         if (missing) {
             int r = __builtin_ctz(missing);
-            SL_ERROR("required tensor blk.%u.%s is missing", il, k_layer_tensors[r].suffix);
+            SL_ERROR("required tensor blk.%u.%s is missing", il,
+                     r >= SL_LW_COUNT ? k_expert_tensors[r - SL_LW_COUNT].suffix : k_layer_tensors[r].suffix);
             rc = -SL_ENOTFOUND;
         }
-        /* A bias without its siblings would be a variant we do not know. */
-        uint32_t bias = seen[il] & QKV_BIAS;
+        /* A bias without its siblings would be a variant we do not know;
+         * so would a shared expert in some layers only, or in part. */
+        uint32_t bias = seen[il] & QKV_BIAS, shexp = seen[il] & SHEXP_ROLES;
         if (rc == 0 && bias && bias != QKV_BIAS) {
             SL_ERROR("layer %u has only some of the q/k/v biases", il);
             rc = -SL_EFORMAT;
         }
-        if (rc == 0)
+        if (rc == 0 && shexp && shexp != SHEXP_ROLES) {
+            SL_ERROR("layer %u has only some of the shared expert's tensors", il);
+            rc = -SL_EFORMAT;
+        } else if (rc == 0 && shexp != (seen[0] & SHEXP_ROLES)) {
+            SL_ERROR("layer %u %s a shared expert but layer 0 %s", il, shexp ? "has" : "has no",
+                     shexp ? "has none" : "has one");
+            rc = -SL_EFORMAT;
+        }
+        if (rc == 0) {
+            m->layers[il].kind = SL_UNIT_LAYER;
+            m->layers[il].layer = il;
             unit_finish(&m->layers[il]);
+        }
+    }
+    if (rc == 0 && hp->n_expert && !(seen[0] & SHEXP_ROLES)) {
+        hp->n_ff_shexp = 0;
+        hp->n_ff = hp->n_ff_exp;
     }
     for (int r = SL_GW_TOKEN_EMBD; r <= SL_GW_OUTPUT_NORM && rc == 0; r++) {
         if (!(gseen & BIT(r))) {
@@ -518,6 +691,8 @@ static int bind_tensors(sl_model *m, const arch_info *ai, const sl_kernels *kern
     }
     if (rc == 0) {
         m->tied_output = !(gseen & BIT(SL_GW_OUTPUT));
+        m->global.kind = SL_UNIT_GLOBAL;
+        m->head.kind = SL_UNIT_HEAD;
         unit_finish(&m->global);
         /* The head: output norm and projection, which is the embedding
          * itself when the two are tied. */
@@ -552,8 +727,8 @@ int sl_model_from_gguf(const sl_gguf *g, sl_model **out)
         if (sl_str_eq(arch, k_archs[i].name))
             ai = &k_archs[i];
     if (!ai) {
-        SL_ERROR("architecture '%.*s' is not supported (supported: llama, qwen2, qwen3)", (int)arch.len,
-                 arch.ptr);
+        SL_ERROR("architecture '%.*s' is not supported (supported: llama, qwen2, qwen3, qwen2moe, qwen3moe)",
+                 (int)arch.len, arch.ptr);
         return -SL_EUNSUPPORTED;
     }
 
@@ -566,7 +741,9 @@ int sl_model_from_gguf(const sl_gguf *g, sl_model **out)
     if ((rc = read_hparams(g, ai, &m->hp)) < 0)
         goto fail;
     m->layers = calloc(m->hp.n_layer, sizeof *m->layers);
-    if (!m->layers) {
+    if (m->hp.n_expert)
+        m->exps = calloc((size_t)m->hp.n_layer * SL_EW_COUNT, sizeof *m->exps);
+    if (!m->layers || (m->hp.n_expert && !m->exps)) {
         SL_ERROR("out of memory for %u layer units", m->hp.n_layer);
         rc = -SL_ENOMEM;
         goto fail;
@@ -577,6 +754,7 @@ int sl_model_from_gguf(const sl_gguf *g, sl_model **out)
     return 0;
 fail:
     free(m->layers);
+    free(m->exps);
     free(m);
     return rc;
 }
@@ -597,12 +775,24 @@ int sl_model_open(const char *path, sl_model **out)
     return 0;
 }
 
+int sl_model_adopt_gguf(sl_gguf *g, sl_model **out)
+{
+    int rc = sl_model_from_gguf(g, out);
+    if (rc < 0) {
+        sl_gguf_close(g);
+        return rc;
+    }
+    (*out)->owned = g;
+    return 0;
+}
+
 void sl_model_close(sl_model *m)
 {
     if (!m)
         return;
     sl_gguf_close(m->owned);
     free(m->layers);
+    free(m->exps);
     free(m);
 }
 
@@ -633,46 +823,94 @@ const sl_unit *sl_model_head_unit(const sl_model *m)
 
 /* ---- binding ------------------------------------------------------------- */
 
-static void bind_unit(const sl_unit *u, const void *base, sl_tensor *views, int n_views)
+/* Binds the unit's views to the base of its image, or, with `file`, to a
+ * whole copy of the file (then `base` is the file's first byte). */
+static void bind_unit(const sl_unit *u, const void *base, bool file, sl_tensor *views, int n_views)
 {
     SL_ASSERT(base != NULL && (uintptr_t)base % 4 == 0);
     memset(views, 0, (size_t)n_views * sizeof *views);
+    const uint8_t *image = (const uint8_t *)base - u->offset % SL_UNIT_IO_ALIGN;
     for (uint32_t i = 0; i < u->n_tensors; i++) {
         const sl_unit_tensor *ut = &u->tensors[i];
-        SL_ASSERT((int)ut->role < n_views);
+        const sl_unit_range *r = &u->ranges[ut->range];
+        SL_ASSERT((int)ut->role < n_views && ut->range < u->n_ranges);
         sl_tensor *v = &views[ut->role];
         v->type = ut->type;
         memcpy(v->ne, ut->ne, sizeof v->ne);
-        v->data = (const uint8_t *)base + (ut->offset - u->offset);
+        v->data = file ? (const uint8_t *)base + ut->offset
+                       : image + r->image_offset + (ut->offset - io_down(r->offset));
+    }
+}
+
+void sl_unit_image_copy(const sl_unit *u, const void *file, uint64_t file_size, void *image)
+{
+    for (uint32_t r = 0; r < u->n_ranges; r++) {
+        const sl_unit_range *rg = &u->ranges[r];
+        const uint64_t lo = io_down(rg->offset), hi = io_up(rg->offset + rg->nbytes);
+        const uint64_t have = hi < file_size ? hi - lo : file_size - lo;
+        uint8_t *dst = (uint8_t *)image + rg->image_offset;
+        memcpy(dst, (const uint8_t *)file + lo, have);
+        memset(dst + have, 0, hi - lo - have);
     }
 }
 
 void sl_model_bind_layer(const sl_model *m, uint32_t il, const void *base, sl_layer_weights *out)
 {
-    bind_unit(sl_model_layer_unit(m, il), base, out->t, SL_LW_COUNT);
+    bind_unit(sl_model_layer_unit(m, il), base, false, out->t, SL_LW_COUNT);
+}
+
+void sl_model_expert_unit(const sl_model *m, uint32_t il, uint32_t e, sl_unit *out)
+{
+    SL_ASSERT(il < m->hp.n_layer && e < m->hp.n_expert);
+    out->kind = SL_UNIT_EXPERT;
+    out->layer = il;
+    out->expert = e;
+    out->n_tensors = SL_EW_COUNT;
+    for (uint32_t r = 0; r < SL_EW_COUNT; r++) {
+        const expert_src *x = &m->exps[(size_t)il * SL_EW_COUNT + r];
+        out->tensors[r] = (sl_unit_tensor){
+            .role = r, .type = x->type, .ne = {x->ne0, x->ne1, 1, 1}, .offset = x->offset + e * x->slice,
+            .nbytes = x->slice};
+    }
+    unit_finish(out);
+}
+
+void sl_model_bind_expert(const sl_model *m, uint32_t il, uint32_t e, const void *base, sl_expert_weights *out)
+{
+    sl_unit u;
+    sl_model_expert_unit(m, il, e, &u);
+    bind_unit(&u, base, false, out->t, SL_EW_COUNT);
+}
+
+void sl_model_expert_weights(const sl_model *m, uint32_t il, uint32_t e, sl_expert_weights *out)
+{
+    sl_unit u;
+    sl_model_expert_unit(m, il, e, &u);
+    bind_unit(&u, sl_gguf_base(m->g), true, out->t, SL_EW_COUNT);
 }
 
 void sl_model_bind_globals(const sl_model *m, const void *base, sl_global_weights *out)
 {
-    bind_unit(&m->global, base, out->t, SL_GW_COUNT);
+    bind_unit(&m->global, base, false, out->t, SL_GW_COUNT);
     if (m->tied_output)
         out->t[SL_GW_OUTPUT] = out->t[SL_GW_TOKEN_EMBD];
 }
 
 void sl_model_bind_head(const sl_model *m, const void *base, sl_global_weights *out)
 {
-    bind_unit(&m->head, base, out->t, SL_GW_COUNT);
+    bind_unit(&m->head, base, false, out->t, SL_GW_COUNT);
     if (m->tied_output)
         out->t[SL_GW_OUTPUT] = out->t[SL_GW_TOKEN_EMBD];
 }
 
 void sl_model_layer_weights(const sl_model *m, uint32_t il, sl_layer_weights *out)
 {
-    const sl_unit *u = sl_model_layer_unit(m, il);
-    sl_model_bind_layer(m, il, sl_gguf_base(m->g) + u->offset, out);
+    bind_unit(sl_model_layer_unit(m, il), sl_gguf_base(m->g), true, out->t, SL_LW_COUNT);
 }
 
 void sl_model_global_weights(const sl_model *m, sl_global_weights *out)
 {
-    sl_model_bind_globals(m, sl_gguf_base(m->g) + m->global.offset, out);
+    bind_unit(&m->global, sl_gguf_base(m->g), true, out->t, SL_GW_COUNT);
+    if (m->tied_output)
+        out->t[SL_GW_OUTPUT] = out->t[SL_GW_TOKEN_EMBD];
 }

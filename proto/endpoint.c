@@ -7,6 +7,20 @@
 
 #include "common/log.h"
 
+/* XPUB: a bounded queue per subscriber that drops rather than blocks, and
+ * every subscription passed up (a publisher answers each with a snapshot).
+ * Set before binding: a listener copies the options it is bound with. */
+static void xpub_options(void *s, const char **what)
+{
+    int hwm = SL_EP_XPUB_HWM, zero = 0, one = 1;
+    if (zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0)
+        *what = "ZMQ_SNDHWM";
+    else if (zmq_setsockopt(s, ZMQ_XPUB_NODROP, &zero, sizeof zero) != 0)
+        *what = "ZMQ_XPUB_NODROP";
+    else if (zmq_setsockopt(s, ZMQ_XPUB_VERBOSE, &one, sizeof one) != 0)
+        *what = "ZMQ_XPUB_VERBOSE";
+}
+
 int sl_endpoint_open(void *zctx, int type, const char *addr, bool bind, void **out)
 {
     *out = NULL;
@@ -26,6 +40,8 @@ int sl_endpoint_open(void *zctx, int type, const char *addr, bool bind, void **o
         what = "ZMQ_ROUTER_MANDATORY";
     else if (type == ZMQ_SUB && zmq_setsockopt(s, ZMQ_SUBSCRIBE, "", 0) != 0)
         what = "ZMQ_SUBSCRIBE";
+    else if (type == ZMQ_XPUB)
+        xpub_options(s, &what);
     if (what) {
         SL_ERROR("setting %s on a socket of type %d: %s", what, type, zmq_strerror(errno));
         zmq_close(s);

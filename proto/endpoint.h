@@ -17,7 +17,11 @@
  * returned to the caller, who answers with an `error` message. Sockets have
  * ZMQ_LINGER 0 (closing never waits for a gone peer), and ROUTER sockets
  * ZMQ_ROUTER_MANDATORY (a reply to a client that has left is reported,
- * -SL_ENOTFOUND, instead of vanishing).
+ * -SL_ENOTFOUND, instead of vanishing). XPUB sockets keep at most
+ * SL_EP_XPUB_HWM messages per subscriber and drop the rest
+ * (ZMQ_SNDHWM, ZMQ_XPUB_NODROP 0: a stuck subscriber never blocks the
+ * publisher), and pass every subscription message up, repeated ones too
+ * (ZMQ_XPUB_VERBOSE), so that the publisher can greet each subscriber.
  *
  * The functions take and return libzmq socket handles (void *), so callers
  * poll them with zmq_poll as usual. No function here allocates beyond what
@@ -30,6 +34,8 @@
 #include <stdint.h>
 
 #include "proto/msg.h"
+
+#define SL_EP_XPUB_HWM 1000 /* XPUB: messages queued per subscriber */
 
 /* Flags for sl_endpoint_send / recv. */
 #define SL_EP_DONTWAIT 1u /* do not block: -SL_EAGAIN when nothing can be done now */

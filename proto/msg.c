@@ -121,6 +121,18 @@ static const fdesc f_status_reply[] = {
     {"pinned", K_U64, 0, OFF(status_reply.pinned), U64_ALL},
     {"epoch", K_U64, 0, OFF(status_reply.epoch), U64_ALL},
 };
+static const fdesc f_budget[] = {
+    REQ_ID,
+    {"bytes", K_U64, F_REQ, OFF(budget), 1, UINT64_MAX},
+};
+static const fdesc f_budget_reply[] = {
+    REQ_ID,
+    {"mem_budget", K_U64, 0, OFF(budget_reply.mem_budget), U64_ALL},
+    {"mem_used", K_U64, 0, OFF(budget_reply.mem_used), U64_ALL},
+    {"pinned", K_U64, 0, OFF(budget_reply.pinned), U64_ALL},
+    {"streamed", K_U64, 0, OFF(budget_reply.streamed), U64_ALL},
+    {"min_budget", K_U64, 0, OFF(budget_reply.min_budget), U64_ALL},
+};
 static const fdesc f_error[] = {
     {"id", K_U64, 0, OFF(id), U64_ALL},
     {"code", K_U32, F_REQ, OFF(error.code), 1, UINT32_MAX},
@@ -184,6 +196,8 @@ static const tdesc g_types[SL_MSG_TYPE_COUNT] = {
     [SL_MSG_WELCOME] = T("welcome", f_welcome),
     [SL_MSG_HEARTBEAT] = T("heartbeat", f_heartbeat),
     [SL_MSG_EVENT] = T("event", f_event),
+    [SL_MSG_BUDGET] = T("budget", f_budget),
+    [SL_MSG_BUDGET_REPLY] = T("budget_reply", f_budget_reply),
 };
 #undef T
 

@@ -99,6 +99,20 @@
  * status: ask for the coordinator's state; answered by `status_reply`.
  *   id       uint  required  request id (>= 1)
  *
+ * budget: run under another memory budget (e.g. under memory pressure),
+ *   without stopping generation: the coordinator re-plans the pinned set and
+ *   the ring, switches to the new plan between two steps and frees (or
+ *   reserves and loads) the difference. The output of every generation is
+ *   unchanged. Answered by `budget_reply` once the new plan is in effect, or
+ *   by an `error`: SL_ERANGE (8) when the budget is below the minimum (the
+ *   message names the minimum in bytes), SL_EAGAIN (10) while another budget
+ *   change is being applied, SL_ENOMEM (4) when the memory for a larger
+ *   plan cannot be reserved (the old plan stays).
+ *   id       uint  required  request id (>= 1)
+ *   bytes    uint  required  the new budget in bytes, >= 1. Above what the
+ *                            pipeline's segments can use (everything they
+ *                            were created to pin) it pins that much.
+ *
  * ## Coordinator -> client (ROUTER -> DEALER)
  *
  * token: one generated token of a generate request, in order.
@@ -136,6 +150,15 @@
  *   mem_used      uint            bytes in use now (slots, pinned, KV, ...)
  *   pinned        uint            bytes of weights pinned
  *   epoch         uint            the coordinator's epoch (changes on restart)
+ *
+ * budget_reply: the reply to budget, sent when the new plan is in effect.
+ *   All but id optional, default 0.
+ *   id            uint  required
+ *   mem_budget    uint            bytes: the budget now in effect
+ *   mem_used      uint            bytes the new plan uses (pinned, ring, KV, activations)
+ *   pinned        uint            bytes of weights pinned now
+ *   streamed      uint            bytes of weights streamed from storage per step
+ *   min_budget    uint            the smallest budget this pipeline accepts
  *
  * error: a request failed, or a message could not be read.
  *   id    uint  optional  the request's id when known, else absent (0)
@@ -193,7 +216,9 @@
  *                         <= SL_PROTO_MAX_NAME bytes). Entries whose value is
  *                         a bin, array, map or ext are skipped (reserved for
  *                         later versions). The names each kind uses are documented by
- *                         its publisher.
+ *                         its publisher: the coordinator's kinds and their fields, and
+ *                         the snapshot a new subscriber gets first, are specified in
+ *                         coordinator/monitor.h.
  *
  * ## In C
  *
@@ -251,6 +276,8 @@ typedef enum sl_msg_type {
     SL_MSG_WELCOME,      /* "welcome" */
     SL_MSG_HEARTBEAT,    /* "heartbeat" */
     SL_MSG_EVENT,        /* "event" */
+    SL_MSG_BUDGET,       /* "budget" */
+    SL_MSG_BUDGET_REPLY, /* "budget_reply" */
     SL_MSG_TYPE_COUNT
 } sl_msg_type;
 
@@ -343,6 +370,10 @@ typedef struct sl_msg_status_reply {
     uint64_t mem_budget, mem_used, pinned, epoch;
 } sl_msg_status_reply;
 
+typedef struct sl_msg_budget_reply {
+    uint64_t mem_budget, mem_used, pinned, streamed, min_budget;
+} sl_msg_budget_reply;
+
 typedef struct sl_msg_error {
     uint32_t code;
     sl_msg_str msg;
@@ -402,6 +433,8 @@ typedef struct sl_msg {
         sl_msg_welcome welcome;
         sl_msg_heartbeat heartbeat;
         sl_msg_event event;
+        uint64_t budget; /* SL_MSG_BUDGET: bytes */
+        sl_msg_budget_reply budget_reply;
     };
 } sl_msg;
 

@@ -506,6 +506,15 @@ bool sl_seg_retired(const sl_seg *s)
     return atomic_load_explicit(&s->hdr->retired, memory_order_acquire) != 0;
 }
 
+bool sl_seg_linked(const sl_seg *s)
+{
+    if (sl_seg_retired(s))
+        return false;
+    struct stat st;
+    /* tmpfs counts names: a published segment has one, an unlinked one 0. */
+    return fstat(s->fd, &st) != 0 || st.st_nlink > 0;
+}
+
 int sl_seg_adopt(sl_seg *s, uint64_t epoch)
 {
     if (s->readonly) {
@@ -598,6 +607,83 @@ static int parse_entry(const char *rest, pid_t *pid)
         return 0;
     *pid = (pid_t)v;
     return 2;
+}
+
+/* The page-aligned part of [addr, addr + len) inside s's mapping, as file
+ * offsets; `outward` widens it to whole pages instead of shrinking it.
+ * Returns false when the range is not inside the mapping. */
+static bool page_range(const sl_seg *s, const void *addr, uint64_t len, bool outward, uint64_t *off, uint64_t *n)
+{
+    const uint8_t *p = addr;
+    if (p < s->base || len > s->size || (uint64_t)(p - s->base) > s->size - len)
+        return false;
+    const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    uint64_t lo = (uint64_t)(p - s->base), hi = lo + len;
+    if (outward) {
+        lo = lo / page * page;
+        hi = round_up(hi, page) < s->size ? round_up(hi, page) : s->size;
+    } else {
+        lo = round_up(lo, page);
+        hi = hi / page * page;
+    }
+    *off = lo;
+    *n = hi > lo ? hi - lo : 0;
+    return true;
+}
+
+int sl_seg_release(sl_seg *s, void *addr, uint64_t len)
+{
+    uint64_t off, n;
+    if (s->readonly || !page_range(s, addr, len, false, &off, &n)) {
+        SL_ERROR("%s: cannot release %llu bytes at %p (mapping of %llu bytes at %p%s)", s->name,
+                 (unsigned long long)len, addr, (unsigned long long)s->size, (void *)s->base,
+                 s->readonly ? ", read-only" : "");
+        return -SL_EINVAL;
+    }
+    if (n == 0)
+        return 0;
+    /* Punching a hole frees the tmpfs pages and unmaps them from every
+     * process; MADV_REMOVE does the same through the mapping where the
+     * file system lacks the fallocate mode. */
+    if (fallocate(s->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)n) != 0 &&
+        madvise(s->base + off, (size_t)n, MADV_REMOVE) != 0) {
+        SL_ERROR("%s: cannot release %llu bytes at offset %llu: errno %d (%s)", s->name, (unsigned long long)n,
+                 (unsigned long long)off, errno, strerror(errno));
+        return -SL_EIO;
+    }
+    return 0;
+}
+
+int sl_seg_reserve(sl_seg *s, void *addr, uint64_t len)
+{
+    uint64_t off, n;
+    if (s->readonly || !page_range(s, addr, len, true, &off, &n)) {
+        SL_ERROR("%s: cannot reserve %llu bytes at %p (mapping of %llu bytes at %p%s)", s->name,
+                 (unsigned long long)len, addr, (unsigned long long)s->size, (void *)s->base,
+                 s->readonly ? ", read-only" : "");
+        return -SL_EINVAL;
+    }
+    if (n == 0)
+        return 0;
+    int fr = posix_fallocate(s->fd, (off_t)off, (off_t)n);
+    if (fr == ENOSPC || fr == ENOMEM || fr == EFBIG) {
+        SL_ERROR("not enough shared memory to reserve %llu bytes of %s (%s)", (unsigned long long)n, s->name,
+                 strerror(fr));
+        return -SL_ENOMEM;
+    }
+    if (fr != 0 && fr != EOPNOTSUPP && fr != EINVAL) {
+        SL_ERROR("cannot reserve %llu bytes of %s: %s", (unsigned long long)n, s->name, strerror(fr));
+        return -SL_EIO;
+    }
+    return 0;
+}
+
+uint64_t sl_seg_allocated(const sl_seg *s)
+{
+    struct stat st;
+    if (fstat(s->fd, &st) != 0)
+        return 0;
+    return (uint64_t)st.st_blocks * 512u;
 }
 
 int sl_seg_clean(const char *instance, unsigned flags)

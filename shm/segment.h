@@ -187,6 +187,13 @@ const sl_seg_header *sl_seg_info(const sl_seg *s);
  * process holding a retired segment should re-attach by name. */
 bool sl_seg_retired(const sl_seg *s);
 
+/* Whether the segment's name still refers to this object: false once it
+ * was retired or its name unlinked (its owner shut down, or a new
+ * coordinator removed it as stale and created another under the same
+ * name), so that an attached process knows to attach again. One fstat;
+ * never fails (an fstat error counts as still linked). */
+bool sl_seg_linked(const sl_seg *s);
+
 /* Takes over an attached segment whose owner is dead: the calling process
  * becomes its owner, with `epoch`, so that stale clean-up treats it as live
  * again. Returns 0 (also when the caller already owns it); -SL_EINVAL
@@ -204,6 +211,27 @@ int sl_seg_remove(sl_seg *s);
 /* Unmaps and frees the handle; the segment stays (unless it was never
  * published, in which case it is deleted). NULL is accepted. */
 void sl_seg_close(sl_seg *s);
+
+/* Gives the memory behind [addr, addr + len) back to the system (the range
+ * is shrunk to whole pages; it must lie inside s's mapping): the pages read
+ * as zeros afterwards, in every process that maps the segment, and no
+ * longer count in anyone's resident set. For memory the budget no longer
+ * pays for (weights that stopped being pinned, ring slots no longer used);
+ * nobody may be reading or writing the range. Returns 0, or -SL_EINVAL
+ * (range outside the mapping, or read-only) / -SL_EIO (the kernel refused),
+ * logged. Does not block beyond the system call. */
+int sl_seg_release(sl_seg *s, void *addr, uint64_t len);
+
+/* Reserves the memory behind [addr, addr + len) again (widened to whole
+ * pages), as creation does, so that a later write cannot fault for want of
+ * shared memory. Returns 0; -SL_ENOMEM (no room in shared memory) or
+ * -SL_EINVAL / -SL_EIO, logged. Blocks while the kernel allocates. */
+int sl_seg_reserve(sl_seg *s, void *addr, uint64_t len);
+
+/* Bytes of memory the segment occupies now (the object's allocated blocks:
+ * what reservation and use allocated and sl_seg_release did not give back).
+ * 0 when the kernel does not say. Does not block. */
+uint64_t sl_seg_allocated(const sl_seg *s);
 
 /* Removes the stale segments of `instance`, found by listing /dev/shm:
  * published segments whose owner (stable-prefix field) is not alive, and

@@ -48,6 +48,7 @@ _Static_assert(offsetof(slot_rec, fills) == 32, "slot record layout");
 
 struct sl_slots {
     arena_header *hdr;
+    arena_header *wake; /* whose seq and waiters changes bump and waits sleep on: hdr, or a shared one */
     slot_rec *rec;
     uint8_t *data;
     uint32_t n;
@@ -152,6 +153,7 @@ int sl_slots_open(void *ctl, uint64_t ctl_size, void *data, uint64_t data_size, 
         return -SL_ENOMEM;
     }
     a->hdr = h;
+    a->wake = h;
     a->rec = (slot_rec *)(h + 1);
     a->data = data;
     a->n = n;
@@ -199,9 +201,9 @@ void sl_slots_stats(const sl_slots *a, uint32_t slot, uint64_t *fills, uint64_t 
  * seq: a wake-up is never lost between the two. */
 static void changed(sl_slots *a)
 {
-    atomic_fetch_add_explicit(&a->hdr->seq, 1, memory_order_seq_cst);
-    if (atomic_load_explicit(&a->hdr->waiters, memory_order_seq_cst) != 0)
-        sl_futex_wake(&a->hdr->seq, INT32_MAX);
+    atomic_fetch_add_explicit(&a->wake->seq, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&a->wake->waiters, memory_order_seq_cst) != 0)
+        sl_futex_wake(&a->wake->seq, INT32_MAX);
 }
 
 static bool cas(slot_rec *r, uint64_t *expect, uint64_t desired)
@@ -362,6 +364,27 @@ int sl_slots_try_acquire(sl_slots *a, uint32_t holder, uint32_t unit, uint32_t *
     }
 }
 
+int sl_slots_try_acquire_at(sl_slots *a, uint32_t holder, uint32_t slot, uint32_t unit, uint32_t *gen)
+{
+    SL_ASSERT(holder < SL_SLOTS_MAX_HOLDERS);
+    const uint32_t bit = 1u << holder;
+    slot_rec *r = rec(a, slot);
+    uint64_t w = atomic_load_explicit(&r->word, memory_order_acquire);
+    for (;;) {
+        sl_slot_view v = sl_slots_decode(w);
+        if (v.state != SL_SLOT_READY || v.unit != unit)
+            return SL_SLOTS_NONE;
+        if (v.holders & bit)
+            return SL_SLOTS_REFUSED;
+        if (cas(r, &w, w | bit)) {
+            if (gen)
+                *gen = v.gen;
+            changed(a);
+            return SL_SLOTS_OK;
+        }
+    }
+}
+
 int sl_slots_acquire(sl_slots *a, uint32_t holder, uint32_t unit, int64_t timeout_ns, uint32_t *slot,
                      uint32_t *gen)
 {
@@ -463,14 +486,14 @@ int sl_slots_reclaim_holder(sl_slots *a, uint32_t holder)
 
 uint32_t sl_slots_seq(const sl_slots *a)
 {
-    return atomic_load_explicit(&a->hdr->seq, memory_order_acquire);
+    return atomic_load_explicit(&a->wake->seq, memory_order_acquire);
 }
 
 int sl_slots_wait_change(sl_slots *a, uint32_t seen, int64_t timeout_ns)
 {
     const uint64_t start = sl_proc_clock_ns();
     for (;;) {
-        if (atomic_load_explicit(&a->hdr->seq, memory_order_seq_cst) != seen)
+        if (atomic_load_explicit(&a->wake->seq, memory_order_seq_cst) != seen)
             return SL_SLOTS_OK;
         int64_t left = -1;
         if (timeout_ns >= 0) {
@@ -481,8 +504,13 @@ int sl_slots_wait_change(sl_slots *a, uint32_t seen, int64_t timeout_ns)
         }
         /* A waiter that dies asleep leaves the count one too high: wakers
          * then make a futile wake call, which costs a syscall, nothing else. */
-        atomic_fetch_add_explicit(&a->hdr->waiters, 1, memory_order_seq_cst);
-        sl_futex_wait(&a->hdr->seq, seen, left);
-        atomic_fetch_sub_explicit(&a->hdr->waiters, 1, memory_order_seq_cst);
+        atomic_fetch_add_explicit(&a->wake->waiters, 1, memory_order_seq_cst);
+        sl_futex_wait(&a->wake->seq, seen, left);
+        atomic_fetch_sub_explicit(&a->wake->waiters, 1, memory_order_seq_cst);
     }
+}
+
+void sl_slots_share_wakeups(sl_slots *a, const sl_slots *with)
+{
+    a->wake = with->hdr;
 }

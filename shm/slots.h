@@ -200,6 +200,11 @@ int sl_slots_fill_fail(sl_slots *a, uint32_t slot, uint32_t loader, uint32_t gen
  * Does not block. */
 int sl_slots_try_acquire(sl_slots *a, uint32_t holder, uint32_t unit, uint32_t *slot, uint32_t *gen);
 
+/* As sl_slots_try_acquire, for one slot: a reference to `slot` when it is
+ * READY with `unit`. Returns OK; NONE when it is not; REFUSED when the
+ * holder has a reference there already. Does not block. */
+int sl_slots_try_acquire_at(sl_slots *a, uint32_t holder, uint32_t slot, uint32_t unit, uint32_t *gen);
+
 /* As sl_slots_try_acquire, but sleeps until the unit is READY, for at most
  * timeout_ns (negative: no limit). Returns OK, REFUSED, or TIMEOUT. Blocks. */
 int sl_slots_acquire(sl_slots *a, uint32_t holder, uint32_t unit, int64_t timeout_ns, uint32_t *slot,
@@ -223,6 +228,13 @@ int sl_slots_reclaim(sl_slots *a, sl_slots_alive_fn alive, void *ctx);
  * a previous holder that was never reaped cannot be its own. */
 int sl_slots_reclaim_loader(sl_slots *a, uint32_t loader);
 int sl_slots_reclaim_holder(sl_slots *a, uint32_t holder);
+
+/* Makes `a` count its changes on, and wait on, `with`'s change counter
+ * instead of its own, so that a process can sleep until either of two
+ * arenas changes (a loader serving a ring and an expert cache). Every
+ * process attached to both must do the same, before using them. Never
+ * fails; `with` must outlive `a`. */
+void sl_slots_share_wakeups(sl_slots *a, const sl_slots *with);
 
 /* The change counter (acquire). Read it before checking the slots, then
  * pass it to sl_slots_wait_change. */

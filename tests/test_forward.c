@@ -13,6 +13,7 @@
 #include "compute/engine.h"
 #include "compute/forward.h"
 #include "compute/kernels.h"
+#include "compute/moe.h"
 #include "compute/pool.h"
 #include "model/model.h"
 #include "tests/testutil.h"
@@ -114,9 +115,18 @@ static double step_error(const char *name, const cJSON *logits_ref, const float 
     return err;
 }
 
+/* Largest error of a step excused as a routing flip (below). */
+#define FLIP_TOL 0.5
+
 /* Teacher forcing over every case of the model's reference run. Returns the
- * largest per-step error. */
-static double check_reference(const char *name, double tol, bool greedy)
+ * largest per-step error. A mixture of experts routes each token to its
+ * experts by comparing router logits, and where two of them lie within the
+ * arithmetic noise between us and the reference (the reference rounds the
+ * scale of each 8-bit activation block to F16, we keep it in F32), the two
+ * can choose different experts: that step then differs by far more than the
+ * tolerance. Up to max_flips steps of such a model may do so, within
+ * FLIP_TOL; every other step must be within tol. */
+static double check_reference(const char *name, double tol, bool greedy, int max_flips)
 {
     double t0 = now_s();
     sl_model *m = open_model(name);
@@ -135,7 +145,7 @@ static double check_reference(const char *name, double tol, bool greedy)
     float *logits = malloc(hp->n_vocab * sizeof *logits);
     float *buf = malloc(hp->n_vocab * sizeof *buf);
     double max_err = 0;
-    int n_steps = 0, n_greedy_bad = 0;
+    int n_steps = 0, n_greedy_bad = 0, n_flips = 0;
     const cJSON *c;
     cJSON_ArrayForEach(c, cJSON_GetObjectItem(ref, "cases"))
     {
@@ -158,7 +168,8 @@ static double check_reference(const char *name, double tol, bool greedy)
                 CHECK(rc == 0, "%s: step %d eval: %s", name, i, sl_strerror(rc));
             }
             double err = step_error(name, cJSON_GetObjectItem(s, "logits"), logits, hp->n_vocab, tol, buf);
-            CHECK(err <= tol, "%s: case '%s' step %d: relative error %.3g > %.3g", name,
+            n_flips += err > tol;
+            CHECK(err <= (max_flips ? FLIP_TOL : tol), "%s: case '%s' step %d: relative error %.3g > %.3g", name,
                   cJSON_GetObjectItem(c, "prompt")->valuestring, i, err, tol);
             max_err = err > max_err ? err : max_err;
             int ref_tok = cJSON_GetObjectItem(s, "token")->valueint;
@@ -171,8 +182,12 @@ static double check_reference(const char *name, double tol, bool greedy)
     }
     if (greedy)
         CHECK(n_greedy_bad == 0, "%s: %d of %d greedy tokens differ", name, n_greedy_bad, n_steps);
+    CHECK(n_flips <= max_flips, "%s: %d steps over the tolerance %.3g (at most %d routing flips allowed)", name,
+          n_flips, tol, max_flips);
     printf("%-20s max rel err %.3e over %3d steps (tol %.0e)%s  %.2fs\n", name, max_err, n_steps, tol,
            greedy ? ", greedy tokens equal" : "", now_s() - t0);
+    if (n_flips)
+        printf("%-20s %d steps over the tolerance: routing near-ties decided the other way\n", name, n_flips);
     free(logits);
     free(buf);
     sl_engine_free(e);
@@ -350,6 +365,141 @@ static void check_units(const char *name)
     sl_model_close(m);
 }
 
+/* A unit's image, as a loader would place it: each range widened to
+ * SL_UNIT_IO_ALIGN, one after another; returns its base. */
+static const void *make_image(const sl_model *m, const sl_unit *u, uint8_t *slot, size_t cap)
+{
+    const sl_gguf *g = sl_model_gguf(m);
+    CHECK(u->image_bytes <= cap, "image of %llu bytes", (unsigned long long)u->image_bytes);
+    memset(slot, 0xA5, cap); /* a stale slot must not leak into the result */
+    sl_unit_image_copy(u, sl_gguf_base(g), sl_gguf_file_size(g), slot);
+    return sl_unit_base(u, slot);
+}
+
+/* Mixture of experts: the layer units hold no expert bytes, each expert
+ * unit holds exactly its three slices, and the phased forward pass over
+ * copies of the units' images, experts taken in reverse order, computes
+ * exactly what the engine computes from the mapping. */
+static void check_moe_units(const char *name)
+{
+    sl_model *m = open_model(name);
+    if (!m)
+        return;
+    const sl_hparams *hp = sl_model_hparams(m);
+    const sl_gguf *g = sl_model_gguf(m);
+    CHECK(hp->n_expert >= 2 && hp->n_expert_used >= 1, "%s: experts", name);
+    uint64_t layer_bytes = 0, expert_bytes = 0, total = 0;
+    size_t cap = 0;
+    for (uint32_t il = 0; il < hp->n_layer; il++) {
+        const sl_unit *u = sl_model_layer_unit(m, il);
+        CHECK(u->kind == SL_UNIT_LAYER && u->layer == il && u->n_ranges >= 1, "%s layer %u", name, il);
+        for (uint32_t i = 0; i < u->n_tensors; i++) {
+            const sl_unit_tensor *t = &u->tensors[i];
+            const sl_unit_range *r = &u->ranges[t->range];
+            CHECK(t->offset >= r->offset && t->offset + t->nbytes <= r->offset + r->nbytes, "%s layer %u tensor %u",
+                  name, il, i);
+        }
+        layer_bytes += u->nbytes;
+        cap = u->image_bytes > cap ? u->image_bytes : cap;
+        for (uint32_t e = 0; e < hp->n_expert; e++) {
+            sl_unit eu;
+            sl_model_expert_unit(m, il, e, &eu);
+            CHECK(eu.kind == SL_UNIT_EXPERT && eu.layer == il && eu.expert == e && eu.n_tensors == SL_EW_COUNT,
+                  "%s expert %u.%u", name, il, e);
+            CHECK(eu.n_ranges == 3 && eu.nbytes == eu.payload, "%s expert %u.%u: %u ranges of %llu bytes", name, il,
+                  e, eu.n_ranges, (unsigned long long)eu.nbytes);
+            expert_bytes += eu.nbytes;
+            cap = eu.image_bytes > cap ? eu.image_bytes : cap;
+        }
+    }
+    /* Every byte of every tensor is in exactly one unit: the layer units
+     * and the experts together are the model less its non-layer tensors. */
+    for (uint64_t i = 0; i < sl_gguf_tensor_count(g); i++)
+        total += sl_gguf_tensor_at(g, i)->nbytes;
+    const uint64_t layer_payload = layer_bytes; /* ranges of dense-packed tensors: no padding in this file */
+    CHECK(layer_payload + expert_bytes + sl_model_global_unit(m)->payload == total,
+          "%s: layers %llu + experts %llu + globals %llu != %llu", name, (unsigned long long)layer_payload,
+          (unsigned long long)expert_bytes, (unsigned long long)sl_model_global_unit(m)->payload,
+          (unsigned long long)total);
+
+    int32_t tokens[12];
+    const uint32_t n = 12;
+    for (uint32_t i = 0; i < n; i++)
+        tokens[i] = (int32_t)((i * 53 + 5) % hp->n_vocab);
+    float *want = eval_all(m, tokens, n, N_BATCH, N_THREADS, false);
+
+    sl_pool *pool = NULL;
+    CHECK(sl_pool_new(N_THREADS, &pool) == 0, "pool");
+    size_t sf = sl_forward_scratch_floats(hp, n, n, N_THREADS);
+    float *scratch = NULL, *x = malloc((size_t)n * hp->n_embd * sizeof *x);
+    uint8_t *lslot = NULL, *eslot = NULL;
+    CHECK(posix_memalign((void **)&scratch, 64, sf * sizeof *scratch) == 0, "scratch");
+    CHECK(posix_memalign((void **)&lslot, 4096, cap) == 0 && posix_memalign((void **)&eslot, 4096, cap) == 0,
+          "slots");
+    size_t kf = sl_forward_k_floats(hp, n), vf = sl_forward_v_floats(hp, n);
+    float *kv = calloc(hp->n_layer * (kf + vf), sizeof *kv);
+    float *got = malloc((size_t)n * hp->n_vocab * sizeof *got);
+    sl_forward f;
+    CHECK(sl_forward_init(&f, hp, pool, n, n, scratch) == 0 && f.moe, "forward init");
+    sl_global_weights gw;
+    sl_model_global_weights(m, &gw);
+    CHECK(sl_forward_embed(&f, &gw.t[SL_GW_TOKEN_EMBD], tokens, n, x) == 0, "embed");
+    uint32_t routed = 0;
+    for (uint32_t il = 0; il < hp->n_layer; il++) {
+        sl_layer_weights w;
+        sl_model_bind_layer(m, il, make_image(m, sl_model_layer_unit(m, il), lslot, cap), &w);
+        float *k = kv + il * (kf + vf);
+        CHECK(sl_forward_attention(&f, &w, x, n, 0, k, k + kf) == 0, "attention %u", il);
+        uint32_t counts[SL_MAX_EXPERTS];
+        CHECK(sl_moe_route(&f, &w, x, n, counts) == 0, "route %u", il);
+        uint32_t sum = 0;
+        for (uint32_t e = 0; e < hp->n_expert; e++)
+            sum += counts[e];
+        CHECK(sum == n * hp->n_expert_used, "layer %u: %u routings for %u tokens", il, sum, n);
+        for (uint32_t t = 0; t < n; t++) {
+            const int32_t *sel = sl_moe_token_experts(&f, t);
+            const float *wt = sl_moe_token_weights(&f, t);
+            float wsum = 0;
+            for (uint32_t r = 0; r < hp->n_expert_used; r++) {
+                CHECK(sel[r] >= 0 && (uint32_t)sel[r] < hp->n_expert, "expert index");
+                CHECK(r == 0 || wt[r] <= wt[r - 1], "weights in ranking order");
+                wsum += wt[r];
+            }
+            CHECK(!hp->expert_weights_norm || fabsf(wsum - 1.0f) < 1e-5f, "normalized weights sum to %g", wsum);
+        }
+        sl_moe_shared(&f, &w);
+        for (uint32_t e = hp->n_expert; e-- > 0;) {
+            if (!counts[e])
+                continue;
+            sl_unit eu;
+            sl_model_expert_unit(m, il, e, &eu);
+            sl_expert_weights ew;
+            sl_model_bind_expert(m, il, e, make_image(m, &eu, eslot, cap), &ew);
+            sl_moe_expert(&f, e, &ew);
+            routed++;
+        }
+        sl_moe_finish(&f, x);
+    }
+    CHECK(sl_forward_output(&f, &gw, x, n, true, got) == 0, "output");
+    double err = max_row_err(got, want, n, hp->n_vocab);
+    CHECK(err == 0.0, "%s: streamed-copy MoE forward differs from the engine by %.3g", name, err);
+    CHECK(sl_moe_route(&f, &(sl_layer_weights){0}, x, n + 1, (uint32_t[SL_MAX_EXPERTS]){0}) == -SL_ERANGE,
+          "batch over n_batch");
+    printf("%-20s units: %u layers of %.1f KiB without experts, %u x %u experts of %.1f KiB, %u expert "
+           "computations; streamed-copy forward identical\n",
+           name, hp->n_layer, layer_bytes / 1024.0 / hp->n_layer, hp->n_layer, hp->n_expert,
+           expert_bytes / 1024.0 / hp->n_layer / hp->n_expert, routed);
+    free(got);
+    free(kv);
+    free(lslot);
+    free(eslot);
+    free(x);
+    free(scratch);
+    free(want);
+    sl_pool_free(pool);
+    sl_model_close(m);
+}
+
 static void check_hparams(void)
 {
     sl_model *m = open_model("stories260K");
@@ -371,6 +521,24 @@ static void check_hparams(void)
         sl_model_layer_weights(m, 0, &w);
         CHECK(w.t[SL_LW_Q_BIAS].data && w.t[SL_LW_K_BIAS].data && w.t[SL_LW_V_BIAS].data, "qwen2 biases");
         CHECK(!w.t[SL_LW_Q_NORM].data, "qwen2 has no q norm");
+        CHECK(hp->n_expert == 0 && !w.t[SL_LW_GATE_INP].data, "qwen2 is dense");
+        sl_model_close(m);
+    }
+    m = open_model("tiny-moe-q8_0");
+    if (m) {
+        const sl_hparams *hp = sl_model_hparams(m);
+        CHECK(hp->arch == SL_ARCH_LLAMA && hp->n_expert == 8 && hp->n_expert_used == 2, "moe experts");
+        CHECK(hp->n_ff_exp == 256 && hp->n_ff_shexp == 0 && hp->expert_weights_norm, "moe widths");
+        sl_layer_weights w;
+        sl_model_layer_weights(m, 1, &w);
+        CHECK(w.t[SL_LW_GATE_INP].data && !w.t[SL_LW_GATE].data && w.t[SL_LW_GATE_INP].ne[1] == 8, "moe router");
+        sl_expert_weights ew;
+        sl_model_expert_weights(m, 1, 3, &ew);
+        const sl_gguf_tensor *gt = sl_gguf_tensor_find(sl_model_gguf(m), "blk.1.ffn_up_exps.weight");
+        CHECK(gt && ew.t[SL_EW_UP].data == (const uint8_t *)sl_gguf_tensor_data(sl_model_gguf(m), gt) + 3 * gt->nbytes / 8,
+              "expert 3 of layer 1 is the fourth slice");
+        CHECK(ew.t[SL_EW_DOWN].ne[0] == 256 && ew.t[SL_EW_DOWN].ne[1] == 256 && ew.t[SL_EW_DOWN].ne[2] == 1,
+              "expert views are 2-D");
         sl_model_close(m);
     }
 }
@@ -379,10 +547,8 @@ static void check_refusals(void)
 {
     char path[1024];
     sl_model *m = NULL;
-    int rc = sl_model_open(sl_testdata_path(path, sizeof path, "models/tiny-moe-q8_0.gguf"), &m);
-    CHECK(rc == -SL_EUNSUPPORTED && m == NULL, "MoE model must be refused, got %d", rc);
     /* A vocabulary-only file has no weights. */
-    rc = sl_model_open(sl_testdata_path(path, sizeof path, "tokenizer/ggml-vocab-gpt-2.gguf"), &m);
+    int rc = sl_model_open(sl_testdata_path(path, sizeof path, "tokenizer/ggml-vocab-gpt-2.gguf"), &m);
     CHECK(rc < 0 && m == NULL, "vocabulary-only file must be refused, got %d", rc);
 
     /* Context limits and bad tokens leave the engine unchanged. */
@@ -428,26 +594,30 @@ int main(void)
         const char *name;
         double tol;
         bool greedy;
+        int max_flips;
     } models[] = {
-        {"stories260K", 1e-4, true},        {"tiny-llama-f32", 1e-4, false},
-        {"tiny-llama-f16", 5e-3, false},    {"tiny-llama-bf16", 5e-3, false},
-        {"tiny-llama-q8_0", 5e-2, false},   {"tiny-llama-q4_0", 5e-2, false},
-        {"tiny-llama-q4_1", 5e-2, false},   {"tiny-llama-q5_0", 5e-2, false},
-        {"tiny-llama-q5_1", 5e-2, false},   {"tiny-llama-q2_k", 5e-2, false},
-        {"tiny-llama-q3_k", 5e-2, false},   {"tiny-llama-q4_k", 5e-2, false},
-        {"tiny-llama-q5_k", 5e-2, false},   {"tiny-llama-q6_k", 5e-2, false},
-        {"tiny-llama-q4_k_m", 5e-2, false}, {"tiny-qwen2-q4_k_m", 5e-2, false},
+        {"stories260K", 1e-4, true, 0},        {"tiny-llama-f32", 1e-4, false, 0},
+        {"tiny-llama-f16", 5e-3, false, 0},    {"tiny-llama-bf16", 5e-3, false, 0},
+        {"tiny-llama-q8_0", 5e-2, false, 0},   {"tiny-llama-q4_0", 5e-2, false, 0},
+        {"tiny-llama-q4_1", 5e-2, false, 0},   {"tiny-llama-q5_0", 5e-2, false, 0},
+        {"tiny-llama-q5_1", 5e-2, false, 0},   {"tiny-llama-q2_k", 5e-2, false, 0},
+        {"tiny-llama-q3_k", 5e-2, false, 0},   {"tiny-llama-q4_k", 5e-2, false, 0},
+        {"tiny-llama-q5_k", 5e-2, false, 0},   {"tiny-llama-q6_k", 5e-2, false, 0},
+        {"tiny-llama-q4_k_m", 5e-2, false, 0}, {"tiny-qwen2-q4_k_m", 5e-2, false, 0},
+        {"tiny-moe-q8_0", 5e-2, false, 2},
     };
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
-        check_reference(models[i].name, models[i].tol, models[i].greedy);
+        check_reference(models[i].name, models[i].tol, models[i].greedy, models[i].max_flips);
 
     /* 40 tokens cross the engine's batch of 32; the large vocabulary's
      * output layer makes qwen2 slow, and 20 tokens still span 3 chunks of 7. */
     check_batching("stories260K", 40);
     check_batching("tiny-llama-q4_k_m", 40);
     check_batching("tiny-qwen2-q4_k_m", 20);
+    check_batching("tiny-moe-q8_0", 40);
     check_units("tiny-llama-q4_k_m");
     check_units("tiny-qwen2-q4_k_m");
+    check_moe_units("tiny-moe-q8_0");
     printf("total %.2fs\n", now_s() - t0);
     return sl_test_finish();
 }

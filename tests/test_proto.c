@@ -219,6 +219,15 @@ static void make_msg(sl_msg *m, sl_msg_type type, int variant)
         e->fields[SL_PROTO_MAX_FIELDS - 1].name = (sl_msg_str){g_long, SL_PROTO_MAX_KIND};
         break;
     }
+    case SL_MSG_BUDGET:
+        m->budget = edge ? UINT64_MAX : 1;
+        break;
+    case SL_MSG_BUDGET_REPLY:
+        if (edge)
+            m->budget_reply = (sl_msg_budget_reply){UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX};
+        else
+            m->budget_reply.mem_budget = 1;
+        break;
     default:
         SL_ASSERT(!"type");
     }
@@ -284,6 +293,12 @@ static void check_same(const sl_msg *a, const sl_msg *b, const char *what)
                 same = same && x->type == y->type && x->val.u == y->val.u;
             CHECK(same, "%s: field %u", what, k);
         }
+        break;
+    case SL_MSG_BUDGET:
+        CHECK(a->budget == b->budget, "%s: bytes", what);
+        break;
+    case SL_MSG_BUDGET_REPLY:
+        CHECK(!memcmp(&a->budget_reply, &b->budget_reply, sizeof a->budget_reply), "%s: fields", what);
         break;
     default:
         break;
@@ -481,10 +496,14 @@ static char family_of(sl_msg_type type, const char *key, size_t len)
         {"kind", 'n'},
         {"ts", 'u'},
         {"f", 'm'},
+        {"streamed", 'u'},
+        {"min_budget", 'u'},
     };
     if (len == 2 && !memcmp(key, "id", 2))
         return type == SL_MSG_ERROR ? 'u' : 'U';
     if (len == 3 && !memcmp(key, "wid", 3) && type == SL_MSG_WELCOME)
+        return 'U';
+    if (len == 5 && !memcmp(key, "bytes", 5) && type == SL_MSG_BUDGET)
         return 'U';
     for (size_t k = 0; k < sizeof fams / sizeof fams[0]; k++)
         if (strlen(fams[k].key) == len && !memcmp(fams[k].key, key, len))

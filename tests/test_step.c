@@ -1,6 +1,9 @@
 /* A step over several sequences with units from a ring of copies gives
  * bit-identical logits to the in-process engine running each sequence
- * alone, and visits the units once, in order. */
+ * alone, and visits the units once, in order. For a mixture of experts,
+ * the experts come from copies too, handed over in another order than the
+ * engine computes them, and each needed expert is asked for once per layer
+ * per step. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +20,7 @@
 typedef struct ring_src {
     const sl_model *m;
     const uint8_t *file;
+    uint64_t file_size;
     uint8_t *slots[RING];
     uint32_t next_unit, acquired, released, fail_at;
     int order_ok;
@@ -32,10 +36,74 @@ static const void *ring_acquire(void *ctx, uint32_t unit)
         return NULL;
     const sl_unit *u = unit < hp->n_layer ? sl_model_layer_unit(r->m, unit) : sl_model_head_unit(r->m);
     uint8_t *slot = r->slots[r->acquired % RING];
-    memset(slot, 0x5A, u->nbytes);
-    memcpy(slot, r->file + u->offset, u->nbytes);
+    memset(slot, 0x5A, u->image_bytes);
+    sl_unit_image_copy(u, r->file, r->file_size, slot);
     r->acquired++;
-    return slot;
+    return sl_unit_base(u, slot);
+}
+
+/* Experts copied into one buffer each time, highest index first (the engine
+ * goes lowest first). */
+typedef struct exp_src {
+    const sl_model *m;
+    const uint8_t *file;
+    uint64_t file_size;
+    uint8_t *slot;
+    uint32_t layer, pending[SL_MAX_EXPERTS], n_pending;
+    uint32_t needs, handed, released, held, prefetches, predicted, used;
+    uint8_t want[SL_MAX_EXPERTS];
+    int ok;
+} exp_src;
+
+static int exp_need(void *ctx, uint32_t layer, const uint32_t *counts)
+{
+    exp_src *x = ctx;
+    const sl_hparams *hp = sl_model_hparams(x->m);
+    x->ok &= x->n_pending == 0 && x->held == 0;
+    x->layer = layer;
+    x->needs++;
+    for (uint32_t e = hp->n_expert; e-- > 0;)
+        if (counts[e]) {
+            x->pending[x->n_pending++] = e;
+            x->predicted += x->want[e];
+            x->used++;
+        }
+    return 0;
+}
+
+static const void *exp_next(void *ctx, uint32_t layer, uint32_t *expert)
+{
+    exp_src *x = ctx;
+    x->ok &= layer == x->layer && x->n_pending > 0 && x->held == 0;
+    if (!x->n_pending)
+        return NULL;
+    uint32_t e = x->pending[0];
+    memmove(x->pending, x->pending + 1, --x->n_pending * sizeof *x->pending);
+    sl_unit u;
+    sl_model_expert_unit(x->m, layer, e, &u);
+    memset(x->slot, 0x5A, u.image_bytes);
+    sl_unit_image_copy(&u, x->file, x->file_size, x->slot);
+    x->handed++;
+    x->held = 1;
+    *expert = e;
+    return sl_unit_base(&u, x->slot);
+}
+
+static void exp_release(void *ctx, uint32_t layer, uint32_t expert)
+{
+    exp_src *x = ctx;
+    (void)expert;
+    x->ok &= layer == x->layer && x->held == 1;
+    x->held = 0;
+    x->released++;
+}
+
+static void exp_prefetch(void *ctx, uint32_t layer, const uint8_t *want)
+{
+    exp_src *x = ctx;
+    (void)layer;
+    memcpy(x->want, want, sl_model_hparams(x->m)->n_expert);
+    x->prefetches++;
 }
 
 static void ring_release(void *ctx, uint32_t unit)
@@ -56,13 +124,27 @@ static void check_model(const char *name)
     }
     const sl_hparams *hp = sl_model_hparams(m);
     const uint32_t n_ctx = 32, n_batch = 16, nv = hp->n_vocab;
-    ring_src r = {.m = m, .file = sl_gguf_base(sl_model_gguf(m)), .fail_at = UINT32_MAX, .order_ok = 1};
-    uint64_t biggest = sl_model_head_unit(m)->nbytes;
-    for (uint32_t il = 0; il < hp->n_layer; il++)
-        biggest = sl_model_layer_unit(m, il)->nbytes > biggest ? sl_model_layer_unit(m, il)->nbytes : biggest;
+    const uint8_t *file = sl_gguf_base(sl_model_gguf(m));
+    const uint64_t file_size = sl_gguf_file_size(sl_model_gguf(m));
+    ring_src r = {.m = m, .file = file, .file_size = file_size, .fail_at = UINT32_MAX, .order_ok = 1};
+    uint64_t biggest = sl_model_head_unit(m)->image_bytes, ebiggest = 0;
+    for (uint32_t il = 0; il < hp->n_layer; il++) {
+        const sl_unit *u = sl_model_layer_unit(m, il);
+        biggest = u->image_bytes > biggest ? u->image_bytes : biggest;
+        for (uint32_t e = 0; e < hp->n_expert; e++) {
+            sl_unit eu;
+            sl_model_expert_unit(m, il, e, &eu);
+            ebiggest = eu.image_bytes > ebiggest ? eu.image_bytes : ebiggest;
+        }
+    }
     for (int i = 0; i < RING; i++)
         CHECK(posix_memalign((void **)&r.slots[i], 4096, biggest) == 0, "slot");
-    sl_unit_source src = {ring_acquire, ring_release, &r};
+    exp_src xs = {.m = m, .file = file, .file_size = file_size, .ok = 1};
+    const sl_expert_source esrc = {exp_need, exp_next, exp_release, exp_prefetch, &xs};
+    if (hp->n_expert)
+        CHECK(posix_memalign((void **)&xs.slot, 4096, ebiggest) == 0, "expert slot");
+    sl_unit_source src = {.acquire = ring_acquire, .release = ring_release, .ctx = &r,
+                          .experts = hp->n_expert ? &esrc : NULL};
 
     sl_pool *pool;
     CHECK(sl_pool_new(THREADS, &pool) == 0, "pool");
@@ -112,6 +194,13 @@ static void check_model(const char *name)
     CHECK(worst == 0, "%s: step logits differ from the engine's (max squared diff %g)", name, worst);
     CHECK(r.order_ok && r.acquired == 6 * (hp->n_layer + 1) && r.released == r.acquired,
           "%s: units visited once each, in order, released before the next", name);
+    if (hp->n_expert) {
+        CHECK(xs.ok && xs.needs == 6 * hp->n_layer && xs.prefetches == xs.needs && xs.handed == xs.used &&
+                  xs.released == xs.handed && xs.n_pending == 0,
+              "%s: experts asked for once per layer and step, each needed one handed over and released once", name);
+        printf("%s: %u expert loads over 6 steps; the prefetch guess named %u of them\n", name, xs.used,
+               xs.predicted);
+    }
 
     /* A source that gives up makes the step fail, to be redone. */
     r.fail_at = 1;
@@ -134,6 +223,7 @@ static void check_model(const char *name)
     }
     for (int i = 0; i < RING; i++)
         free(r.slots[i]);
+    free(xs.slot);
     free(want);
     free(x);
     free(scratch);
@@ -146,5 +236,6 @@ int main(void)
     check_model("stories260K");
     check_model("tiny-llama-q4_k_m");
     check_model("tiny-qwen2-q4_k_m");
+    check_model("tiny-moe-q8_0");
     return sl_test_finish();
 }

@@ -211,6 +211,36 @@ static void test_determinism(void)
     unlink(c);
 }
 
+/* A mixture of experts: the model description sees the experts, and the
+ * engine runs it. */
+static void test_experts(void)
+{
+    const char *p = path_in_dir("moe.gguf");
+    int rc = run_synth(0, (const char *[]){"-o", p, "--shape", "custom", "--layers", "2", "--dim", "128", "--ff",
+                                           "64", "--heads", "4", "--vocab", "300", "--experts", "6", "--experts-used",
+                                           "2", "--type", "q8_0", NULL});
+    CHECK(rc == 0, "synth moe: %s", last_stderr());
+    sl_model *m = NULL;
+    if (rc == 0 && sl_model_open(p, &m) == 0) {
+        const sl_hparams *hp = sl_model_hparams(m);
+        CHECK(hp->n_expert == 6 && hp->n_expert_used == 2 && hp->n_ff_exp == 64, "moe: %u experts, %u used, ff %u",
+              hp->n_expert, hp->n_expert_used, hp->n_ff_exp);
+        sl_unit u;
+        sl_model_expert_unit(m, 1, 5, &u);
+        CHECK(u.n_ranges == 3 && u.tensors[0].type == SL_Q8_0, "moe: an expert is three Q8_0 slices");
+        CHECK(sl_model_layer_unit(m, 0)->n_ranges > 1, "moe: tensors in converted files' order");
+        sl_model_close(m);
+    } else {
+        CHECK(0, "moe model opens");
+    }
+    check_runs(p, 128, 2, 300, "q8_0 moe custom");
+    unlink(p);
+    rc = run_synth(0, (const char *[]){"-o", p, "--shape", "custom", "--layers", "1", "--dim", "64", "--ff", "64",
+                                       "--heads", "4", "--experts", "4", "--type", "q8_0", NULL});
+    CHECK(rc == 2 && strstr(last_stderr(), "--experts-used"), "experts without --experts-used: %s", last_stderr());
+    CHECK(!exists(p), "no file for a usage error");
+}
+
 static void test_types(void)
 {
     /* Q4_K_M: with 8 layers, attn_v and ffn_down get Q6_K in layers 0, 3, 6, 7. */
@@ -329,6 +359,7 @@ int main(int argc, char **argv)
     snprintf(g_stderr_path, sizeof g_stderr_path, "%s/test_synth.%d.stderr", g_dir, (int)getpid());
     test_determinism();
     test_types();
+    test_experts();
     test_errors();
     unlink(g_stderr_path);
     return sl_test_finish();

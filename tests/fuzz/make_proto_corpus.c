@@ -157,6 +157,15 @@ int main(int argc, char **argv)
     m.event.fields[6].type = SL_VAL_INT, m.event.fields[6].val.i = -70000;
     save(&m, dir);
 
+    sl_msg_init(&m, SL_MSG_BUDGET);
+    m.id = 12;
+    m.budget = 768ull << 20;
+    save(&m, dir);
+    sl_msg_init(&m, SL_MSG_BUDGET_REPLY);
+    m.id = 12;
+    m.budget_reply = (sl_msg_budget_reply){768ull << 20, 700ull << 20, 500ull << 20, 3ull << 30, 300ull << 20};
+    save(&m, dir);
+
     if (!g_failed)
         printf("make_proto_corpus: %d seeds in %s\n", g_n, dir);
     return g_failed;
