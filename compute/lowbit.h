@@ -24,7 +24,8 @@
  *
  * ---- Block layout (one group of G weights; all fields little-endian) -------
  *
- *   [0..1]  f16 d   scale, >= 0 (IEEE binary16 bit pattern, common/half.h)
+ *   [0..1]  f16 d   scale (IEEE binary16 bit pattern, common/half.h); the
+ *                   encoder writes d >= 0, the kernels take any finite value
  *   [2..3]  f16 m   zero point: the value of q = 0
  *   [4.. ]  the quants, in bit planes over the group's plane order.
  *

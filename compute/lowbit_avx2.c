@@ -44,8 +44,9 @@ INLINE size_t blk_bytes(int bits, int G)
     return 4 + (size_t)(G * bits / 8);
 }
 
-/* Bytes of one value repeated in every byte of a 64-bit word. */
-#define REP8(v) (0x0101010101010101ll * (long long)(v))
+/* Bytes of one value repeated in every byte of a 64-bit word (computed
+ * unsigned: 0x80 repeated does not fit a signed product). */
+#define REP8(v) ((long long)(0x0101010101010101ull * (unsigned long long)(v)))
 
 /* Run k of a group is plane positions 16k .. 16k+15 (its first half, low
  * 128-bit lane of the result) and G/2 + 16k .. (its second half, high
