@@ -173,7 +173,7 @@ static void quantize_q8_0(const float *x, void *dst, int64_t n)
         for (int k = 0; k < 4; k++)
             q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], id));
         _mm256_storeu_si256((__m256i *)(qs + 32 * i), pack32(q[0], q[1], q[2], q[3]));
-        d[i] = dd;
+        d[i] = sl_act_scale(dd);
         s[i] = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
     }
 }

@@ -130,7 +130,7 @@ static void quantize_q8_0(const float *x, void *dst, int64_t n)
         const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v[1], id));
         _mm_storeu_si128((__m128i *)(qs + 32 * i), _mm512_cvtepi32_epi8(q0));
         _mm_storeu_si128((__m128i *)(qs + 32 * i + 16), _mm512_cvtepi32_epi8(q1));
-        d[i] = dd;
+        d[i] = sl_act_scale(dd);
         s[i] = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
     }
 }

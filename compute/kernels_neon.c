@@ -691,7 +691,7 @@ static void quantize_q8_0(const float *x, void *dst, int64_t n)
         int32_t s0, s1;
         vst1q_s8(qs + i * SL_QK, quant16(xb, id, &s0));
         vst1q_s8(qs + i * SL_QK + 16, quant16(xb + 16, id, &s1));
-        d[i] = dd;
+        d[i] = sl_act_scale(dd);
         s[i] = s0 + s1;
     }
 }

@@ -610,7 +610,7 @@ static void quantize_q8_0(const float *x, void *dst, int64_t n)
             qs[i * SL_QK + j] = quant8(xb[j], id);
             sum += qs[i * SL_QK + j];
         }
-        d[i] = dd;
+        d[i] = sl_act_scale(dd);
         s[i] = sum;
     }
 }

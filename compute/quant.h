@@ -23,6 +23,7 @@
 
 #include <stdint.h>
 
+#include "common/half.h"
 #include "compute/kernels.h"
 
 #define SL_QK 32    /* elements per block of the legacy types (Q4_0 ... Q8_0) */
@@ -256,7 +257,11 @@ sl_from_float_fn sl_quant_from_float(uint32_t type);
  *
  * SL_ACT_Q8_0, n elements (n % 32 == 0), nb = n / 32 blocks of 32:
  *   [0, n)              i8  qs[n]   element i = d[i / 32] * qs[i]
- *   [n, n + 4nb)        f32 d[nb]   block scale: max |x| / 127 (0 for zeros)
+ *   [n, n + 4nb)        f32 d[nb]   block scale: max |x| / 127 (0 for zeros),
+ *                                   rounded to the nearest binary16 value
+ *                                   after the quants are computed with the
+ *                                   unrounded one, as the reference's Q8_0
+ *                                   blocks store it (see sl_act_scale)
  *   [n + 4nb, n + 8nb)  i32 s[nb]   sum of the block's 32 quants
  *
  * SL_ACT_Q8_0P, n elements (n % 32 == 0): the SL_ACT_Q8_0 row (same size,
@@ -303,6 +308,12 @@ static inline const int16_t *sl_act_q8_k_bsums(const void *row, int64_t n)
 {
     return (const int16_t *)((const int8_t *)row + n + 4 * (n / 256));
 }
+
+/* The stored scale of a SL_ACT_Q8_0 block whose quants were computed with
+ * scale d: d rounded to binary16, as the reference's activation blocks keep
+ * it. Every variant's quantizer stores this value, so near-ties (a MoE
+ * router choosing between two experts) resolve as the reference's do. */
+static inline float sl_act_scale(float d) { return sl_f16_to_f32(sl_f32_to_f16(d)); }
 
 /* Reorders the quants of a SL_ACT_Q8_0 row of n elements in place into
  * SL_ACT_Q8_0P order. Never fails, never allocates. */

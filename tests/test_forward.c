@@ -115,18 +115,12 @@ static double step_error(const char *name, const cJSON *logits_ref, const float 
     return err;
 }
 
-/* Largest error of a step excused as a routing flip (below). */
-#define FLIP_TOL 0.5
-
-/* Teacher forcing over every case of the model's reference run. Returns the
- * largest per-step error. A mixture of experts routes each token to its
- * experts by comparing router logits, and where two of them lie within the
- * arithmetic noise between us and the reference (the reference rounds the
- * scale of each 8-bit activation block to F16, we keep it in F32), the two
- * can choose different experts: that step then differs by far more than the
- * tolerance. Up to max_flips steps of such a model may do so, within
- * FLIP_TOL; every other step must be within tol. */
-static double check_reference(const char *name, double tol, bool greedy, int max_flips)
+/* Teacher forcing over every case of the model's reference run; every step
+ * must be within tol. Returns the largest per-step error. (A mixture of
+ * experts routes by comparing router logits: a near-tie there is decided as
+ * the reference decides it only because the activations' block scales are
+ * rounded as the reference rounds them, quant.h sl_act_scale.) */
+static double check_reference(const char *name, double tol, bool greedy)
 {
     double t0 = now_s();
     sl_model *m = open_model(name);
@@ -145,7 +139,7 @@ static double check_reference(const char *name, double tol, bool greedy, int max
     float *logits = malloc(hp->n_vocab * sizeof *logits);
     float *buf = malloc(hp->n_vocab * sizeof *buf);
     double max_err = 0;
-    int n_steps = 0, n_greedy_bad = 0, n_flips = 0;
+    int n_steps = 0, n_greedy_bad = 0;
     const cJSON *c;
     cJSON_ArrayForEach(c, cJSON_GetObjectItem(ref, "cases"))
     {
@@ -168,8 +162,7 @@ static double check_reference(const char *name, double tol, bool greedy, int max
                 CHECK(rc == 0, "%s: step %d eval: %s", name, i, sl_strerror(rc));
             }
             double err = step_error(name, cJSON_GetObjectItem(s, "logits"), logits, hp->n_vocab, tol, buf);
-            n_flips += err > tol;
-            CHECK(err <= (max_flips ? FLIP_TOL : tol), "%s: case '%s' step %d: relative error %.3g > %.3g", name,
+            CHECK(err <= tol, "%s: case '%s' step %d: relative error %.3g > %.3g", name,
                   cJSON_GetObjectItem(c, "prompt")->valuestring, i, err, tol);
             max_err = err > max_err ? err : max_err;
             int ref_tok = cJSON_GetObjectItem(s, "token")->valueint;
@@ -182,12 +175,8 @@ static double check_reference(const char *name, double tol, bool greedy, int max
     }
     if (greedy)
         CHECK(n_greedy_bad == 0, "%s: %d of %d greedy tokens differ", name, n_greedy_bad, n_steps);
-    CHECK(n_flips <= max_flips, "%s: %d steps over the tolerance %.3g (at most %d routing flips allowed)", name,
-          n_flips, tol, max_flips);
     printf("%-20s max rel err %.3e over %3d steps (tol %.0e)%s  %.2fs\n", name, max_err, n_steps, tol,
            greedy ? ", greedy tokens equal" : "", now_s() - t0);
-    if (n_flips)
-        printf("%-20s %d steps over the tolerance: routing near-ties decided the other way\n", name, n_flips);
     free(logits);
     free(buf);
     sl_engine_free(e);
@@ -594,20 +583,16 @@ int main(void)
         const char *name;
         double tol;
         bool greedy;
-        int max_flips;
     } models[] = {
-        {"stories260K", 1e-4, true, 0},        {"tiny-llama-f32", 1e-4, false, 0},
-        {"tiny-llama-f16", 5e-3, false, 0},    {"tiny-llama-bf16", 5e-3, false, 0},
-        {"tiny-llama-q8_0", 5e-2, false, 0},   {"tiny-llama-q4_0", 5e-2, false, 0},
-        {"tiny-llama-q4_1", 5e-2, false, 0},   {"tiny-llama-q5_0", 5e-2, false, 0},
-        {"tiny-llama-q5_1", 5e-2, false, 0},   {"tiny-llama-q2_k", 5e-2, false, 0},
-        {"tiny-llama-q3_k", 5e-2, false, 0},   {"tiny-llama-q4_k", 5e-2, false, 0},
-        {"tiny-llama-q5_k", 5e-2, false, 0},   {"tiny-llama-q6_k", 5e-2, false, 0},
-        {"tiny-llama-q4_k_m", 5e-2, false, 0}, {"tiny-qwen2-q4_k_m", 5e-2, false, 0},
-        {"tiny-moe-q8_0", 5e-2, false, 2},
+        {"stories260K", 1e-4, true},        {"tiny-llama-f32", 1e-4, false},   {"tiny-llama-f16", 5e-3, false},
+        {"tiny-llama-bf16", 5e-3, false},   {"tiny-llama-q8_0", 5e-2, false},  {"tiny-llama-q4_0", 5e-2, false},
+        {"tiny-llama-q4_1", 5e-2, false},   {"tiny-llama-q5_0", 5e-2, false},  {"tiny-llama-q5_1", 5e-2, false},
+        {"tiny-llama-q2_k", 5e-2, false},   {"tiny-llama-q3_k", 5e-2, false},  {"tiny-llama-q4_k", 5e-2, false},
+        {"tiny-llama-q5_k", 5e-2, false},   {"tiny-llama-q6_k", 5e-2, false},  {"tiny-llama-q4_k_m", 5e-2, false},
+        {"tiny-qwen2-q4_k_m", 5e-2, false}, {"tiny-moe-q8_0", 5e-2, false},
     };
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
-        check_reference(models[i].name, models[i].tol, models[i].greedy, models[i].max_flips);
+        check_reference(models[i].name, models[i].tol, models[i].greedy);
 
     /* 40 tokens cross the engine's batch of 32; the large vocabulary's
      * output layer makes qwen2 slow, and 20 tokens still span 3 chunks of 7. */

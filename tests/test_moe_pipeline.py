@@ -251,7 +251,8 @@ def test_kill_worker_and_loader():
             s.connect(pl.ep)
             s.send(msgpack.packb(generate_msg(77, n)))
             text, finish = collect(s, 77, timeout_s=120, on_token=kill_some)
-            check(killed and finish == "length", "killed a worker and a loader mid-generation (%r)" % finish)
+            # (the greedy text reaches the end of text before n tokens: "stop")
+            check(killed and finish in ("length", "stop"), "killed a worker and a loader mid-generation (%r)" % finish)
             check(text + b"\n" == want, "output after the kills differs:\n%r\n%r" % (text, want))
         finally:
             ctx.destroy(linger=0)
