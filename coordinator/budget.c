@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "common/log.h"
-#include "loader/reader.h"
+#include "loader/fetch.h"
 
 enum stage { IDLE, RESERVE, SETTLE };
 
@@ -90,23 +90,17 @@ static int load_new_pins(sl_budget *b, const sl_plan *np)
 {
     sl_layout_plan *lp = b->l->plan;
     const sl_layout_unit *units = sl_layout_units(lp);
-    sl_reader *r = NULL;
+    sl_fetcher *f = NULL;
     int rc = 0;
     for (uint32_t i = 0; i < np->n_units && rc == 0; i++) {
         const sl_layout_unit *lu = &units[i];
         if (!np->units[i].pinned || lu->pinned)
             continue;
-        if (!r && (rc = sl_reader_open(lp->model_path, NULL, &r)))
+        if (!f && (rc = sl_fetcher_open(lp->model_path, lp->model_size, NULL, &f)))
             break;
-        size_t skip;
-        rc = sl_reader_read(r, lu->offset, lu->nbytes, b->l->pinned + lu->pin_offset, lu->io_bytes, &skip);
-        if (rc == 0 && skip != lu->offset - lu->io_offset) {
-            SL_ERROR("unit %u landed at %zu bytes into its range, expected %llu", i, skip,
-                     (unsigned long long)(lu->offset - lu->io_offset));
-            rc = -SL_EIO;
-        }
+        rc = sl_layout_fetch_unit(b->l, f, i, b->l->pinned + lu->pin_offset, lu->io_bytes);
     }
-    sl_reader_close(r);
+    sl_fetcher_close(f);
     return rc;
 }
 
