@@ -40,7 +40,7 @@ typedef struct sl_gateway_opts {
     unsigned port;             /* 0: any free port (see sl_gateway_port) */
     const char *connect;       /* the coordinator's client endpoint (required) */
     const char *monitor;       /* its monitor endpoint, or NULL */
-    const char *model;         /* the model's GGUF (required): its name, chat template, tokenizer */
+    const char *model;         /* the model (GGUF or packed, required): its name, chat template, tokenizer */
     const char *alias;         /* model id; default the file name without .gguf */
     const char *api_key;       /* required bearer token, or NULL */
     const char *chat_template; /* override of the model's chat template (see chat/template.h) */

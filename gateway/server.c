@@ -14,6 +14,7 @@
 #include "gateway/fallback.h"
 #include "gateway/server.h"
 #include "model/gguf.h"
+#include "model/source.h"
 
 #define STACK_BYTES ((size_t)2 << 20) /* connection threads: JSON and template rendering */
 #define IDLE_TIMEOUT_S 300u           /* an idle keep-alive connection is closed after this */
@@ -443,7 +444,7 @@ unsigned sl_gateway_port(const sl_gateway *g) { return g->port; }
 static int load_model(sl_gateway *g)
 {
     const sl_gateway_opts *o = &g->o;
-    if (sl_model_open(o->model, &g->model)) {
+    if (sl_source_open_model(o->model, SL_SOURCE_META, &g->model)) {
         fprintf(stderr, "sluice: cannot load the model '%s' (see the message above)\n", o->model);
         return -SL_EFORMAT;
     }
@@ -452,8 +453,13 @@ static int load_model(sl_gateway *g)
         return -SL_EFORMAT;
     }
     g->tok = g->tok_owned;
-    const char *base = strrchr(o->model, '/');
-    base = base ? base + 1 : o->model;
+    /* The file's (or a packed model's directory's) name. */
+    char path[sizeof g->model_file];
+    snprintf(path, sizeof path, "%s", o->model);
+    for (size_t n = strlen(path); n > 1 && path[n - 1] == '/'; n--)
+        path[n - 1] = 0;
+    const char *base = strrchr(path, '/');
+    base = base && base[1] ? base + 1 : path;
     snprintf(g->model_file, sizeof g->model_file, "%s", base);
     snprintf(g->model_id, sizeof g->model_id, "%s", o->alias ? o->alias : base);
     size_t n = strlen(g->model_id);
