@@ -573,12 +573,12 @@ static jargs eval_args(jctx *c, jframe *f, const jnode *n)
 
 static int run_loop(jctx *c, jframe *f, const jnode *n, jval iterable, uint32_t depth);
 
-static jval capture_begin(jctx *c, jbuf *b, jbuf **saved)
+/* Output goes to b (in the arena) until capture_end. */
+static void capture_begin(jctx *c, jbuf *b, jbuf **saved)
 {
     *saved = c->out;
     memset(b, 0, sizeof *b);
     c->out = b;
-    return jv_none();
 }
 
 static jval capture_end(jctx *c, jbuf *b, jbuf *saved)

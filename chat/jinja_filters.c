@@ -365,10 +365,7 @@ static jval f_format(jctx *c, jval v, const jargs *a)
         for (size_t i = 0; i < a->npos; i++)
             jlist_push(c, args.u.l, a->pos[i]);
     }
-    jval s = as_text(c, v);
-    if (args.t == JT_TUPLE && args.u.l->n == 0) /* "x" % () */
-        return jinja_percent_format(c, s, args);
-    return jinja_percent_format(c, s, args);
+    return jinja_percent_format(c, as_text(c, v), args);
 }
 
 static jval f_indent(jctx *c, jval v, const jargs *a)
