@@ -105,7 +105,12 @@ def run(model, budget, mode, prefetch="off", halflife=None):
     inst, ep = "moeb%d" % os.getpid(), "ipc://%s/client" % d
     cmd = [os.path.join(bin_, "sluice-coordinator"), "-m", model, "--instance", inst, "--client", ep,
            "-c", str(16 + 2 * n), "-b", "16", "--sessions", "1", "-t", str(threads), "--stats",
-           "--mem-budget", str(budget), "--expert-prefetch", prefetch]
+           "--mem-budget", str(budget), "--expert-prefetch", prefetch,
+           # On a busy shared machine a worker can be descheduled for
+           # seconds: do not take that for a hang (one worker, no restarts).
+           "--hang-timeout", "300",
+           # The budget is what is measured: no shrinking under pressure.
+           "--pressure-stall", "0"]
     if halflife is not None:
         cmd += ["--expert-halflife", str(halflife)]
     errf = open(os.path.join(d, "coord.err"), "w+")

@@ -119,6 +119,10 @@ static const void *expert_next(void *ctx, uint32_t layer, uint32_t *expert)
     worker *w = ctx;
     const sl_layout_plan *p = w->l->plan;
     const uint64_t t0 = sl_proc_clock_ns();
+    /* Beat per expert: a layer's experts can keep the worker busy for
+     * longer than the hang timeout when they are all ready at once. */
+    if (sl_proctab_heartbeat(w->l->procs, SL_ROLE_WORKER, w->rid))
+        return NULL;
     for (;;) {
         uint32_t seen = sl_slots_seq(w->l->eslots), slot, n;
         if (sl_expcache_take(w->l->ecache, w->rid, expert, &slot) == SL_SLOTS_OK) {
