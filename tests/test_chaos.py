@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 
 import zmq
 
@@ -54,7 +55,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUPERVISE = os.path.join(ROOT, "deploy", "sluice-supervise")
 MODELS = os.path.join(TESTDATA, "models")
 PROMPTS = ["Once upon a time", "The little dog"]
-MIN_UPTIME = 1.0  # tiny-ci's supervise.min_uptime
+with open(os.path.join(ROOT, "deploy", "profiles", "tiny-ci.toml"), "rb") as _f:
+    MIN_UPTIME = tomllib.load(_f)["supervise"]["min_uptime"]
 passed = failed = 0
 
 

@@ -41,8 +41,8 @@ BIN, TESTDATA = sys.argv[1], sys.argv[2]
 SLUICE = os.path.join(BIN, "sluice")
 MODEL = os.path.join(TESTDATA, "models", "tiny-llama-f32.gguf")
 PROMPT = "Once upon a time"
-N = 600      # tokens per generation: long enough to act while it runs
-CTX = 700
+N = 400      # tokens per generation: long enough to act while it runs
+CTX = 500
 passed = failed = 0
 
 
