@@ -696,6 +696,14 @@ static void quantize_q8_0(const float *x, void *dst, int64_t n)
     }
 }
 
+/* SL_ACT_Q8_0P: no NEON table uses it (act[] stays the reference's), but
+ * the table offers every format, so a row quantized here reorders the same. */
+static void quantize_q8_0p(const float *x, void *dst, int64_t n)
+{
+    quantize_q8_0(x, dst, n);
+    sl_quant_act_q8_0_to_p(dst, n);
+}
+
 static void quantize_q8_k(const float *x, void *dst, int64_t n)
 {
     SL_ASSERT(n % SL_QK_K == 0);
@@ -1074,6 +1082,7 @@ static void neon_init(void)
      * the generic choice), integer tiles with SDOT where the CPU has it. */
     g_neon.quantize[SL_ACT_Q8_0] = quantize_q8_0;
     g_neon.quantize[SL_ACT_Q8_K] = quantize_q8_k;
+    g_neon.quantize[SL_ACT_Q8_0P] = quantize_q8_0p;
     set_gemms_plain(&g_neon);
 #if NEON_HAVE_SDOT
     if (sdot)
