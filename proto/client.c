@@ -23,7 +23,11 @@ struct sl_client {
     uint64_t epoch;      /* coordinator epoch from the last probe reply; 0 none yet */
     double last_heard;   /* any message from the coordinator (or the start) */
     double last_try;     /* the last event of ours, or the last (re)send */
+    double last_token;   /* when the last token event was delivered */
     double interval;     /* current resend interval */
+    double base;         /* the interval after an event: retry_s, or twice the last gap between
+                          * token events when that is longer (a model that streams its weights
+                          * takes seconds per token: silence between tokens is then normal) */
     bool probe_resent;   /* sent the request again after a probe reply since last_try */
     sl_client_stats stats;
     uint8_t *in, *out;   /* SL_PROTO_MAX_MSG each */
@@ -102,7 +106,7 @@ int sl_client_start(sl_client *c, const sl_msg *req)
     c->probe_id = req->id ^ (1ull << 63);
     c->started = true;
     c->last_heard = c->last_try = now_s();
-    c->interval = c->o.retry_s;
+    c->interval = c->base = c->o.retry_s;
     c->probe_resent = true;
     int rc = send_request(c, false);
     return rc ? -SL_EINVAL : 0;
@@ -187,9 +191,13 @@ int sl_client_next(sl_client *c, int timeout_ms, sl_msg *ev)
                 return 1;
             if (ev->type != SL_MSG_TOKEN || ev->token.seq != c->next_seq)
                 continue; /* a duplicate, or ahead of a gap the resend will fill */
-            c->next_seq++;
-            c->last_try = c->last_heard;
-            c->interval = c->o.retry_s;
+            /* From the second token on: the gap since the one before. */
+            if (c->next_seq++ > 0) {
+                const double gap2 = 2 * (c->last_heard - c->last_token), cap = c->o.retry_s * MAX_BACKOFF;
+                c->base = gap2 < c->o.retry_s ? c->o.retry_s : gap2 > cap ? cap : gap2;
+            }
+            c->last_try = c->last_token = c->last_heard;
+            c->interval = c->base;
             return 1;
         }
         if (now_s() >= deadline)

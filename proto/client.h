@@ -3,7 +3,8 @@
  * coordinator may be killed and restarted at any moment.
  *
  * The request is sent on a DEALER socket. When nothing of it has been heard
- * for a while (retry_s at first, doubling up to 8 x retry_s while nothing
+ * for a while (retry_s at first, or twice the last gap between two token
+ * events when that is longer; doubling up to 8 x retry_s while nothing
  * comes), the client closes the socket, opens a new one, and sends the
  * same request again (same id) with resume_from = the seq of the first
  * token event it still lacks, plus a `status` probe. The coordinator
