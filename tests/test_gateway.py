@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -392,26 +393,85 @@ def metric(srv, name):
     return parse_prometheus(request(srv, "GET", "/metrics")[2].decode()).get(name)
 
 
+def long_stream(srv, key=KEY, wait=True):
+    """A raw connection streaming a long generation; returned once its
+    first event came (wait) or once the request is sent."""
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    body = json.dumps({"prompt": PROMPT, "max_tokens": 2000, "temperature": 0, "stream": True}).encode()
+    auth = b"Authorization: Bearer %s\r\n" % key.encode() if key else b""
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (auth, len(body), body))
+    got = b""
+    while wait and b"data: " not in got:
+        got += s.recv(4096)
+    return s
+
+
+class paused_compute:
+    """The server's compute workers stopped (SIGSTOP) for the block: the
+    sessions it holds stay busy for as long as a test needs, whatever the
+    model's speed. Well under the coordinator's hang timeout."""
+
+    def __init__(self, srv):
+        self.pids = []
+        for pid in os.listdir("/proc"):
+            try:
+                with open("/proc/%s/stat" % pid) as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    exe = f.read().split(b"\0")[0]
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == srv.p.pid and exe.endswith(b"/sluice-compute"):
+                self.pids.append(int(pid))
+        assert self.pids, "no compute worker under %d" % srv.p.pid
+
+    def __enter__(self):
+        for pid in self.pids:
+            os.kill(pid, signal.SIGSTOP)
+
+    def __exit__(self, *exc):
+        for pid in self.pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def wait_metric(srv, name, want, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and metric(srv, name) != want:
+        time.sleep(0.05)
+    return metric(srv, name) == want
+
+
+def test_queued_client_leaves(srv):
+    """Both sessions busy: a third request waits in the queue; when its
+    client leaves it is dropped from the queue without ever starting, and
+    the gateway serves on."""
+    cancelled = metric(srv, "sluice_cancelled_requests_total")
+    with paused_compute(srv):
+        busy = [long_stream(srv, wait=False), long_stream(srv, wait=False)]
+        check(wait_metric(srv, "llamacpp:requests_processing", 2), "two requests take the two sessions")
+        queued = long_stream(srv, wait=False)
+        check(wait_metric(srv, "llamacpp:requests_deferred", 1), "the third request waits for a session")
+        queued.close()
+        check(wait_metric(srv, "llamacpp:requests_deferred", 0), "a waiting client that leaves is dropped")
+        check(metric(srv, "llamacpp:requests_processing") == 2, "the two generations go on")
+        for b in busy:
+            b.close()
+    check(wait_metric(srv, "llamacpp:requests_processing", 0), "the sessions are given back")
+    check(metric(srv, "sluice_cancelled_requests_total") == cancelled + 2, "only the two started ones were cancelled")
+    status, _, r = post(srv, "/v1/completions", {"prompt": PROMPT, "temperature": 0, "max_tokens": 64})
+    check(status == 200 and r["choices"][0]["text"] == WANT, "serving after a queued client left")
+
+
 def test_disconnect(srv):
     """A client that leaves mid-stream stops its generation: the gateway
     cancels it (counted) and the session is free again."""
     before = metric(srv, "sluice_cancelled_requests_total")
     predicted = metric(srv, "llamacpp:tokens_predicted_total")
-    s = socket.create_connection(("127.0.0.1", srv.port))
-    body = json.dumps({"prompt": PROMPT, "max_tokens": 2000, "temperature": 0, "stream": True}).encode()
-    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
-              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (KEY.encode(), len(body), body))
-    got = b""
-    while b"data: " not in got:
-        got += s.recv(4096)
+    s = long_stream(srv)
     s.close()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and metric(srv, "sluice_cancelled_requests_total") == before:
-        time.sleep(0.05)
-    check(metric(srv, "sluice_cancelled_requests_total") == before + 1, "the disconnect cancelled the generation")
-    while time.monotonic() < deadline and metric(srv, "llamacpp:requests_processing") != 0:
-        time.sleep(0.05)
-    check(metric(srv, "llamacpp:requests_processing") == 0, "the session is given back")
+    check(wait_metric(srv, "sluice_cancelled_requests_total", before + 1), "the disconnect cancelled the generation")
+    check(wait_metric(srv, "llamacpp:requests_processing", 0), "the session is given back")
     check(metric(srv, "llamacpp:tokens_predicted_total") == predicted, "a cancelled request is not counted done")
     status, _, r = post(srv, "/v1/completions", {"prompt": PROMPT, "temperature": 0, "max_tokens": 64})
     check(status == 200 and r["choices"][0]["text"] == WANT, "serving after a disconnect")
@@ -486,6 +546,25 @@ def test_fallback():
         check(m["llamacpp:tokens_predicted_total"] >= 3 * 64, "the remote generated them: %r" % m)
         check(metric(router, "sluice_fallback_requests_total") == 4 and
               metric(router, "llamacpp:tokens_predicted_total") == 0, "the router did not")
+        # The queue: one session, busy; with --max-queue 0 nothing may wait for
+        # it, so a request is forwarded, and served here once the session is free.
+        one = Server("--parallel", "1", "--max-queue", "0", "--fallback-url",
+                     "http://127.0.0.1:%d/v1" % remote.port, "--fallback-key", "remote-key")
+        try:
+            check(one.wait_ready(), "a one-session gateway comes up")
+            with paused_compute(one):
+                busy = long_stream(one, key=None, wait=False)
+                check(wait_metric(one, "llamacpp:requests_processing", 1), "a request takes the session")
+                status, headers, r = post(one, "/v1/completions", body, key=None)
+                check(status == 200 and headers.get("x-sluice-served-by") == "fallback" and
+                      r["choices"][0]["text"] == WANT, "forwarded for the queue: %r %r" % (headers, r))
+                busy.close()
+            check(wait_metric(one, "llamacpp:requests_processing", 0), "its session is given back")
+            status, headers, r = post(one, "/v1/completions", body, key=None)
+            check(status == 200 and headers.get("x-sluice-served-by") == "local" and
+                  r["choices"][0]["text"] == WANT, "served here when the session is free: %r %r" % (headers, r))
+        finally:
+            one.stop()
         # Without the fallback: local requests are served here, others fail.
         remote.stop()
         status, headers, r = post(router, "/v1/completions", body, key=None)
@@ -510,6 +589,7 @@ def main():
         test_errors(srv)
         test_concurrent(srv)
         test_disconnect(srv)
+        test_queued_client_leaves(srv)
         test_curl(srv)
         test_metrics(srv)
     finally:
