@@ -4,8 +4,9 @@ through a pipeline run by deploy/sluice-supervise (profile tiny-ci) while
 stages are SIGKILLed at random moments, many times; every generation must
 complete with exactly the text of an uninterrupted run.
 
-For each model (stories260K, tiny-llama-q4_0, each with a budget near its
-minimum so that it streams its layers every token):
+For each model (stories260K, tiny-llama-q4_0, and the mixture of experts
+tiny-moe-q8_0, each with a budget near its minimum so that it streams its
+layers, and the MoE its experts, every token):
 - an uninterrupted run of each prompt through the supervised pipeline gives
   the reference (and must match the in-process engine, `sluice generate`);
 - two clients generate those prompts over and over (concurrent sessions)
@@ -410,7 +411,7 @@ def main():
     ctx = zmq.Context()
     with tempfile.TemporaryDirectory(prefix="sl-chaos-") as d:
         try:
-            for name, hangs in (("stories260K", True), ("tiny-llama-q4_0", False)):
+            for name, hangs in (("stories260K", True), ("tiny-llama-q4_0", False), ("tiny-moe-q8_0", False)):
                 chaos(name, ctx, d, hangs)
             rebuild(ctx, d)
         finally:
