@@ -14,6 +14,14 @@ fuzz_seconds=${SL_FUZZ_SECONDS:-30}
 
 stage() { printf '\n=== %s ===\n' "$*"; }
 
+# The official openai client the gateway's node test drives: the README's
+# first command installs it; a checkout that missed that step gets it here
+# (from the npm registry, pinned by tests/node/package-lock.json).
+if command -v npm >/dev/null && [ ! -d tests/node/node_modules/openai ]; then
+  stage "npm ci --prefix tests/node"
+  npm ci --prefix tests/node --no-audit --no-fund
+fi
+
 stage "release build + tests"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$jobs"
