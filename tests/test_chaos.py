@@ -49,6 +49,7 @@ import zmq
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sluice_client import Client  # noqa: E402
+from sltest import instance_pids, pid_running, segments, wait_for  # noqa: E402
 
 BIN, TESTDATA = sys.argv[1], sys.argv[2]
 ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
@@ -89,42 +90,6 @@ def in_process(name, prompt, n):
                         "--temp", "0", "-t", "1"], capture_output=True, timeout=120)
     assert p.returncode == 0, p.stderr
     return p.stdout
-
-
-def pid_running(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-
-def instance_pids(instance):
-    pids = []
-    for e in os.listdir("/proc"):
-        if e.isdigit():
-            try:
-                with open("/proc/%s/cmdline" % e, "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
-            if instance.encode() in argv and pid_running(int(e)):
-                pids.append(int(e))
-    return pids
-
-
-def segments(instance):
-    return [f for f in os.listdir("/dev/shm") if f.startswith("sluice-%s-" % instance)]
-
-
-def wait_for(cond, seconds, step=0.05):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    return cond()
 
 
 class Supervised:

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import tempfile
 
+from sltest import crashed
+
 SLUICE, TESTDATA = sys.argv[1], sys.argv[2]
 MODELS = os.path.join(TESTDATA, "models")
 passed = failed = 0
@@ -28,11 +30,6 @@ def check(cond, what):
 
 def run(*args, timeout=300):
     return subprocess.run([SLUICE, *args], capture_output=True, timeout=timeout)
-
-
-def crashed(p):
-    # A negative code is a signal; sanitizers exit with 1 but say so on stderr.
-    return p.returncode < 0 or b"Sanitizer" in p.stderr or b"runtime error" in p.stderr
 
 
 def ref(name):

@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 
+from sltest import crashed
+
 SLUICE, TESTDATA, PROMPTS = sys.argv[1], sys.argv[2], sys.argv[3]
 MODELS = os.path.join(TESTDATA, "models")
 STORIES = os.path.join(MODELS, "stories260K.gguf")
@@ -40,10 +42,6 @@ def check(cond, what):
 
 def run(*args, timeout=300):
     return subprocess.run([SLUICE, *args], capture_output=True, timeout=timeout)
-
-
-def crashed(p):
-    return p.returncode < 0 or b"Sanitizer" in p.stderr or b"runtime error" in p.stderr
 
 
 def tensor_types(path):

@@ -29,6 +29,8 @@ import subprocess
 import sys
 import tempfile
 
+from sltest import crashed
+
 BIN, TESTDATA = sys.argv[1], sys.argv[2]
 SLUICE = os.path.join(BIN, "sluice")
 MODELS = os.path.join(TESTDATA, "models")
@@ -60,10 +62,6 @@ def generate(model):
 
 def run(model, *args):
     return sluice("run", "-m", model, "-p", PROMPT, "-n", str(N), "--temp", "0", "-t", "2", *args, timeout=180)
-
-
-def crashed(p):
-    return p.returncode < 0 or b"Sanitizer" in p.stderr or b"runtime error" in p.stderr
 
 
 def minimum_budget(model):

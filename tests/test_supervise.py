@@ -32,6 +32,8 @@ import sys
 import tempfile
 import time
 
+from sltest import instance_pids, segments, wait_for
+
 BIN, TESTDATA = sys.argv[1], sys.argv[2]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUPERVISE = os.path.join(ROOT, "deploy", "sluice-supervise")
@@ -53,42 +55,6 @@ def check(cond, what):
 
 def sup(*args, timeout=90):
     return subprocess.run(["/usr/bin/python3", SUPERVISE, *args], capture_output=True, timeout=timeout)
-
-
-def pid_running(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-
-def instance_pids(instance):
-    pids = []
-    for e in os.listdir("/proc"):
-        if e.isdigit():
-            try:
-                with open("/proc/%s/cmdline" % e, "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
-            if instance.encode() in argv and pid_running(int(e)):
-                pids.append(int(e))
-    return pids
-
-
-def segments(instance):
-    return [f for f in os.listdir("/dev/shm") if f.startswith("sluice-%s-" % instance)]
-
-
-def wait_for(cond, seconds, step=0.05):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    return cond()
 
 
 def test_bad_usage(d):

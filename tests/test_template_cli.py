@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 
+from sltest import crashed
+
 SLUICE, TESTDATA, CASES = sys.argv[1], sys.argv[2], sys.argv[3]
 TEMPLATES = os.path.join(TESTDATA, "templates")
 STORIES = os.path.join(TESTDATA, "models", "stories260K.gguf")
@@ -35,10 +37,6 @@ def check(cond, what):
 
 def run(*args, stdin=None, timeout=120):
     return subprocess.run([SLUICE, *args], input=stdin, capture_output=True, timeout=timeout)
-
-
-def crashed(p):
-    return p.returncode < 0 or b"Sanitizer" in p.stderr or b"runtime error" in p.stderr
 
 
 def test_reference_cases(tmp):
