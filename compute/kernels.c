@@ -9,7 +9,6 @@
 #include <string.h>
 
 #include "common/log.h"
-#include "compute/lowbit.h"
 #include "compute/quant.h"
 #include "compute/vec.h"
 #if defined(__x86_64__)
@@ -80,38 +79,6 @@ static bool avx512_runs(void)
            __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi");
 }
 
-/* The x86 tables with the low-bit types' kernels (compute/lowbit.h) laid
- * over them: kernels_avx2.c / kernels_avx512.c own the GGUF types,
- * lowbit_avx2.c / lowbit_avx512.c sluice's own. Built once, like those. */
-static sl_kernels g_avx2_full, g_avx512_full;
-static pthread_once_t g_avx2_full_once = PTHREAD_ONCE_INIT, g_avx512_full_once = PTHREAD_ONCE_INIT;
-
-static void avx2_full_init(void)
-{
-    g_avx2_full = *sl_kernels_avx2();
-    sl_lowbit_register_avx2(&g_avx2_full);
-}
-
-static void avx512_full_init(void)
-{
-    g_avx512_full = *sl_kernels_avx512();
-    sl_lowbit_register_avx2(&g_avx512_full); /* what AVX-512 does not specialise */
-    sl_lowbit_register_avx512(&g_avx512_full);
-}
-
-static const sl_kernels *avx2_full(void)
-{
-    int rc = pthread_once(&g_avx2_full_once, avx2_full_init);
-    SL_ASSERT(rc == 0);
-    return &g_avx2_full;
-}
-
-static const sl_kernels *avx512_full(void)
-{
-    int rc = pthread_once(&g_avx512_full_once, avx512_full_init);
-    SL_ASSERT(rc == 0);
-    return &g_avx512_full;
-}
 #endif
 
 typedef struct variant {
@@ -122,8 +89,8 @@ typedef struct variant {
 
 static const variant k_variants[] = {
 #if defined(__x86_64__)
-    {"avx512", avx512_runs, avx512_full},
-    {"avx2", avx2_runs, avx2_full},
+    {"avx512", avx512_runs, sl_kernels_avx512},
+    {"avx2", avx2_runs, sl_kernels_avx2},
 #endif
 #if defined(__aarch64__)
     {"neon", NULL, sl_kernels_neon}, /* Advanced SIMD is part of every aarch64 CPU */

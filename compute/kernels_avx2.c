@@ -25,6 +25,7 @@
 #include "common/half.h"
 #include "common/log.h"
 #include "compute/kernels_x86.h"
+#include "compute/lowbit.h"
 #include "compute/quant.h"
 
 #define INLINE static inline __attribute__((always_inline))
@@ -782,6 +783,7 @@ static void init(void)
     g_table.silu_mul = silu_mul;
     g_table.exp_sum = exp_sum;
     g_table.rms_norm = rms_norm;
+    sl_lowbit_register_avx2(&g_table); /* sluice's own low-bit types: compute/lowbit_avx2.c */
 }
 
 const sl_kernels *sl_kernels_avx2(void)

@@ -26,6 +26,7 @@
 #include "common/half.h"
 #include "common/log.h"
 #include "compute/kernels_x86.h"
+#include "compute/lowbit.h"
 #include "compute/quant.h"
 
 #define INLINE static inline __attribute__((always_inline))
@@ -1039,6 +1040,10 @@ static void init(void)
     g_table.silu_mul = silu_mul;
     g_table.exp_sum = exp_sum;
     g_table.rms_norm = rms_norm;
+    /* sluice's own low-bit types: AVX-512 tiles where compute/lowbit_avx512.c
+     * has them, AVX2's for the rest */
+    sl_lowbit_register_avx2(&g_table);
+    sl_lowbit_register_avx512(&g_table);
 }
 
 const sl_kernels *sl_kernels_avx512(void)
