@@ -588,7 +588,7 @@ static void handle_generate(coord *c, const sl_envelope *env, const sl_msg *m)
             s = t;
     }
     if (!s) {
-        send_error(c, env, m->id, SL_ERANGE, "all sessions are busy; try again later");
+        send_error(c, env, m->id, SL_EAGAIN, "all sessions are busy; try again later");
         return;
     }
     if (s->done) {

@@ -196,12 +196,8 @@ static void end_text(sl_gen *gen, const char *finish)
     account(gen);
 }
 
-static bool busy_error(const sl_msg *ev)
-{
-    return ev->error.code == SL_EAGAIN ||
-           (ev->error.code == SL_ERANGE && ev->error.msg.len >= 4 &&
-            memmem(ev->error.msg.ptr, ev->error.msg.len, "busy", 4) != NULL);
-}
+/* Every session of the coordinator is in use (proto/msg.h, generate). */
+static bool busy_error(const sl_msg *ev) { return ev->error.code == SL_EAGAIN; }
 
 /* Waits up to timeout_ms for the generation's next event and applies it.
  * Returns whether one came. */

@@ -79,6 +79,9 @@
  *                                      k on (those before were received)
  *   (the sampling fields and add_bos are always written; defaults are those
  *   of sl_sampler_params_default)
+ *   A request the coordinator cannot take now because every session is in
+ *   use is answered with an `error` of code SL_EAGAIN (10): send it again
+ *   later.
  *
  * tokenize: text to token ids; answered by `tokens`.
  *   id       uint  required  request id (>= 1)
@@ -165,7 +168,8 @@
  *   code  u32   required  an sl_err value (common/log.h), positive, >= 1:
  *                         e.g. SL_EFORMAT 2 (malformed message), SL_ETYPE 6,
  *                         SL_ERANGE 8, SL_EVERSION 9, SL_EUNSUPPORTED 3 (unknown
- *                         type), SL_ENOTFOUND 5 (unknown request), SL_EINVAL 7
+ *                         type), SL_ENOTFOUND 5 (unknown request), SL_EINVAL 7,
+ *                         SL_EAGAIN 10 (every session busy: try again later)
  *   msg   str   required  one line for people, <= SL_PROTO_MAX_ERRMSG bytes
  *
  * ## Loader / compute worker <-> coordinator (DEALER <-> ROUTER)

@@ -171,6 +171,11 @@ def generate_msg(rid, prompt, n=N):
             "presence_penalty": 0.0, "frequency_penalty": 0.0, "seed": 0, "add_bos": True}
 
 
+def token_text(m):
+    t = m.get("text", b"")
+    return t if isinstance(t, bytes) else t.encode()
+
+
 def collect(s, rid, timeout_s=60):
     """Token events of request rid until the last one: (text, finish, seqs)."""
     text, seqs, deadline = b"", [], time.monotonic() + timeout_s
@@ -181,7 +186,7 @@ def collect(s, rid, timeout_s=60):
         if m.get("t") != "token" or m.get("id") != rid:
             return text, "unexpected %r" % m, seqs
         seqs.append(m["seq"])
-        text += m["text"] if isinstance(m["text"], bytes) else m["text"].encode()
+        text += token_text(m)
         if "finish" in m:
             return text, m["finish"], seqs
     return text, "timeout", seqs
@@ -206,7 +211,18 @@ def test_concurrent_clients_and_bad_messages():
             # Both requests are in before either finishes: they share steps.
             a.send(msgpack.packb(generate_msg(101, prompts[0])))
             b.send(msgpack.packb(generate_msg(202, prompts[1])))
+            firsts = [msgpack.unpackb(s.recv(), raw=False) if s.poll(20000) else {} for s in (a, b)]
+            check(all(f.get("t") == "token" and f.get("seq") == 0 and "finish" not in f for f in firsts),
+                  "both generations started: %r" % firsts)
+            # Both sessions are in use: a third request is told to come back later.
+            c = client(ctx, pl.ep)
+            r = request(c, generate_msg(303, prompts[0]))
+            check(r is not None and r.get("t") == "error" and r.get("code") == 10 and r.get("id") == 303,
+                  "a request while every session is busy: %r" % r)
+            c.close()
             ra, rb = collect(a, 101), collect(b, 202)
+            ra, rb = [(token_text(f) + text, finish, [0] + seqs) for f, (text, finish, seqs) in
+                      zip(firsts, (ra, rb))]
             for (text, finish, seqs), w, p in ((ra, want[0], prompts[0]), (rb, want[1], prompts[1])):
                 check(finish == "length", "%r: finish %r" % (p, finish))
                 check(seqs == list(range(len(seqs))), "%r: seq numbers 0..n-1 without gaps" % p)
