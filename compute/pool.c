@@ -8,8 +8,8 @@
  * when someone is blocked: a worker about to sleep counts itself in
  * `sleepers` (under the mutex) before its last look at `gen`, and the
  * dispatcher about to sleep sets `waiting` before its last look at
- * `pending`; the other side reads those after its own update (all
- * sequentially consistent), so a wake-up is never missed, and a dispatch
+ * `pending`; the other side reads those after its own update (each update
+ * a read-modify-write, a full barrier), so a wake-up is never missed, and a dispatch
  * between running threads costs no lock and no system call. */
 #include "compute/pool.h"
 
@@ -199,7 +199,14 @@ void sl_pool_run(sl_pool *p, int64_t n_items, sl_pool_fn fn, void *ctx)
             cpu_relax();
         if (atomic_load_explicit(&p->pending, memory_order_acquire) != 0) {
             pthread_mutex_lock(&p->mu);
-            atomic_store(&p->waiting, true);
+            /* An exchange, not a store: the load of `pending` below must not
+             * be satisfied before `waiting` is visible to the workers. A
+             * sequentially consistent store then load promises that, but
+             * qemu-user running aarch64 code on x86 did not keep it (the
+             * dispatcher slept through the last worker's decrement: test_forward
+             * hung in 6 of 16 runs); a read-modify-write is a full barrier
+             * wherever it runs. */
+            atomic_exchange(&p->waiting, true);
             while (atomic_load(&p->pending) != 0)
                 pthread_cond_wait(&p->done, &p->mu);
             atomic_store(&p->waiting, false);
