@@ -7,6 +7,8 @@
 #      under qemu-user.
 # Builds whatever is missing, so a fresh clone needs only the README's first
 # command (which installs the packages) before this one.
+# Every ctest run gives a test at most 600 s (the longest take ~3 min under
+# load), so a hang fails the run instead of stalling it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -25,13 +27,13 @@ fi
 stage "release build + tests"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$jobs"
-ctest --test-dir build --output-on-failure -j"$jobs"
+ctest --test-dir build --output-on-failure --timeout 600 -j"$jobs"
 
 stage "ASan + UBSan build + tests"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSL_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-asan --output-on-failure -j"$jobs"
+  ctest --test-dir build-asan --output-on-failure --timeout 600 -j"$jobs"
 
 stage "fuzzing (${fuzz_seconds}s per target)"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSL_FUZZ=ON >/dev/null
@@ -42,7 +44,7 @@ stage "aarch64 cross build + tests under qemu-user (NEON)"
 cmake -S . -B build-arm -DCMAKE_BUILD_TYPE=Release -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
   -DSL_KERNELS_ONLY=ON >/dev/null
 cmake --build build-arm -j"$jobs"
-ctest --test-dir build-arm --output-on-failure -j"$jobs"
+ctest --test-dir build-arm --output-on-failure --timeout 600 -j"$jobs"
 
 stage "summary"
 echo "all stages: 4 passed, 0 failed"
