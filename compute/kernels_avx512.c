@@ -511,20 +511,21 @@ INLINE __m512 quad_fma(const wquad *w, const xquad *x, __m512i xlo, __m512i xhi,
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(w->d, x->d), acc);
 }
 
-/* Groups whose activation vectors a decode step builds once for all rows
- * (32 KiB of stack; longer rows build them as they go, the same values). */
-#define DECODE_QUADS 256
-
-/* One group step of an R x T tile; pre: the token's groups (T == 1) or NULL. */
+/* One group step of an R x T tile. The activation vectors are built here
+ * for every tile, a decode step's too: built once per token and kept, they
+ * are 128 bytes a group that a decode step would read beside each row's 72
+ * bytes of weights, and with 11008-column rows that crowded the weights out
+ * of the first-level cache (4096 x 11008 from memory at 77-82% of the read
+ * rate, 94-97% built as it goes; bench/RESULTS.md). */
 INLINE void quad_step(int R, int T, const uint8_t *w, size_t w_stride, const uint8_t *a, size_t a_stride,
-                      int64_t n, int64_t g, int r, const xquad *pre, __m512 acc[4][4])
+                      int64_t n, int64_t g, int r, __m512 acc[4][4])
 {
     wquad wq[4];
     for (int i = 0; i < R; i++)
         wq[i] = unpack_quad_q4_0(w + (size_t)i * w_stride + 72 * (size_t)g, r);
     for (int t = 0; t < T; t++) {
         const uint8_t *row = a + (size_t)t * a_stride;
-        const xquad xq = pre ? pre[g] : act_quad(sl_act_q8_0_d(row, n), sl_act_q8_0_s(row, n), g, r);
+        const xquad xq = act_quad(sl_act_q8_0_d(row, n), sl_act_q8_0_s(row, n), g, r);
         __m512i xlo, xhi;
         act_quants(row, g, r, &xlo, &xhi);
         for (int i = 0; i < R; i++)
@@ -532,8 +533,10 @@ INLINE void quad_step(int R, int T, const uint8_t *w, size_t w_stride, const uin
     }
 }
 
+/* Rows i of an R x T tile are w_stride bytes apart in w and y_row floats
+ * apart in y, tokens a_stride bytes apart in a and y_stride floats in y. */
 INLINE void tile_quads(int R, int T, int64_t n, const uint8_t *w, size_t w_stride, const uint8_t *a,
-                       size_t a_stride, const xquad *pre, float *y, size_t y_stride)
+                       size_t a_stride, float *y, size_t y_row, size_t y_stride)
 {
     __m512 acc[4][4];
     for (int i = 0; i < R; i++)
@@ -541,17 +544,17 @@ INLINE void tile_quads(int R, int T, int64_t n, const uint8_t *w, size_t w_strid
             acc[i][t] = _mm512_setzero_ps();
     const int64_t nb = n / SL_QK;
     for (int64_t g = 0; g < nb / 4; g++)
-        quad_step(R, T, w, w_stride, a, a_stride, n, g, 4, pre, acc);
+        quad_step(R, T, w, w_stride, a, a_stride, n, g, 4, acc);
     if (nb % 4)
-        quad_step(R, T, w, w_stride, a, a_stride, n, nb / 4, (int)(nb % 4), pre, acc);
+        quad_step(R, T, w, w_stride, a, a_stride, n, nb / 4, (int)(nb % 4), acc);
     for (int i = 0; i < R; i++)
         for (int t = 0; t < T; t++)
-            y[(size_t)t * y_stride + (size_t)i] = hsum(acc[i][t]);
+            y[(size_t)t * y_stride + (size_t)i * y_row] = hsum(acc[i][t]);
 }
 
 #define QUAD_CASE(R, T)                                                                                      \
     case (R)*8 + (T):                                                                                        \
-        tile_quads(R, T, n, w, ws, a, as, NULL, y, ys);                                                      \
+        tile_quads(R, T, n, w, ws, a, as, y, 1, ys);                                                         \
         break;
 #define QUAD_ROW(R) QUAD_CASE(R, 1) QUAD_CASE(R, 2) QUAD_CASE(R, 3) QUAD_CASE(R, 4)
 
@@ -572,17 +575,19 @@ static void gemm_q4_0_quads(int64_t n, const void *w, size_t w_stride, int nr, c
                             int nt, float *y, size_t y_stride)
 {
     if (nt == 1) {
-        /* A decode step: the token's group vectors once, then row by row. */
-        const int64_t nb = n / SL_QK, ng = (nb + 3) / 4;
-        xquad pre[DECODE_QUADS];
-        const bool built = ng <= DECODE_QUADS;
-        if (built)
-            for (int64_t g = 0; g < ng; g++)
-                pre[g] = act_quad(sl_act_q8_0_d(a, n), sl_act_q8_0_s(a, n), g,
-                                  g < nb / 4 ? 4 : (int)(nb % 4));
-        for (int r = 0; r < nr; r++)
-            tile_quads(1, 1, n, (const uint8_t *)w + (size_t)r * w_stride, w_stride, a, 0, built ? pre : NULL,
-                       y + r, 1);
+        /* A decode step reads its rows in two halves side by side, rows r
+         * and r + h: two long runs of memory, each of which the hardware
+         * prefetchers follow, sharing the activation loads. Each row's
+         * sequence is a 1 x 1 tile's. (Neighbouring rows side by side run
+         * at half speed from memory: the prefetchers lose both runs at
+         * every row. One row at a time streamed at 75% of the plain read
+         * rate, the two halves at 98%: bench/RESULTS.md.) */
+        const int h = nr / 2;
+        const uint8_t *wb = w;
+        for (int r = 0; r < h; r++)
+            tile_quads(2, 1, n, wb + (size_t)r * w_stride, (size_t)h * w_stride, a, 0, y + r, (size_t)h, 0);
+        if (nr % 2)
+            tile_quads(1, 1, n, wb + (size_t)(nr - 1) * w_stride, w_stride, a, 0, y + nr - 1, 1, 0);
         return;
     }
     for (int t = 0; t < nt; t += 4) {

@@ -38,7 +38,9 @@ typedef struct job {
     uint32_t n_ops;
     uint32_t n;
     int64_t first_row[SL_MATMUL_MAX_OPS + 1]; /* op i owns global rows [first_row[i], first_row[i+1]) */
-    int64_t grain;                            /* rows a worker claims at a time */
+    int64_t grain;                            /* rows a worker claims at a time (at least) */
+    int64_t unit;                             /* claims are whole multiples of this */
+    int64_t share;                            /* decode: claim 1/share of the rows left; 0: grain */
     _Atomic int64_t next;                     /* first row nobody has claimed */
     const qinput *in[SL_MATMUL_MAX_OPS];      /* op i's quantized input; NULL on the float path */
     qinput inputs[SL_MATMUL_MAX_OPS];
@@ -136,10 +138,17 @@ static void run_rows_quant(const job *j, const sl_matmul_op *op, const qinput *q
     }
 }
 
-/* Workers claim blocks of `grain` rows until none are left, rather than
- * taking a fixed share: on a machine where a core is also running something
- * else, the other cores take up its slack. Which worker computes a row does
- * not change its value. */
+/* The rows a worker claims when `left` are unclaimed. */
+static int64_t claim_size(const job *j, int64_t left)
+{
+    int64_t size = j->share ? (left / j->share + j->unit - 1) / j->unit * j->unit : j->grain;
+    return size < j->grain ? j->grain : size;
+}
+
+/* Workers claim blocks of rows until none are left, rather than taking a
+ * fixed share: on a machine where a core is also running something else, the
+ * other cores take up its slack. Which worker computes a row does not change
+ * its value. */
 static void run_chunk(void *ctx, int64_t begin, int64_t end, uint32_t worker)
 {
     (void)begin;
@@ -148,10 +157,14 @@ static void run_chunk(void *ctx, int64_t begin, int64_t end, uint32_t worker)
     job *j = ctx;
     const int64_t total = j->first_row[j->n_ops];
     for (;;) {
-        const int64_t b0 = atomic_fetch_add_explicit(&j->next, j->grain, memory_order_relaxed);
-        if (b0 >= total)
-            return;
-        const int64_t e0 = b0 + j->grain < total ? b0 + j->grain : total;
+        int64_t b0 = atomic_load_explicit(&j->next, memory_order_relaxed), size;
+        do {
+            if (b0 >= total)
+                return;
+            size = claim_size(j, total - b0);
+        } while (!atomic_compare_exchange_weak_explicit(&j->next, &b0, b0 + size, memory_order_relaxed,
+                                                        memory_order_relaxed));
+        const int64_t e0 = b0 + size < total ? b0 + size : total;
         for (uint32_t i = 0; i < j->n_ops; i++) {
             int64_t lo = j->first_row[i], hi = j->first_row[i + 1];
             int64_t b = b0 > lo ? b0 : lo, e = e0 < hi ? e0 : hi;
@@ -199,15 +212,21 @@ void sl_matmul(sl_pool *pool, const sl_kernels *k, const sl_matmul_op *ops, uint
     }
     if (j.n_inputs)
         sl_pool_run(pool, (int64_t)j.n_inputs * n, quantize_job, &j);
-    /* Blocks of rows, about 16 per thread: enough to even out a slow core,
-     * and for a decode step long enough runs of memory (a few hundred KiB)
-     * that the hardware prefetchers stay ahead: 64 blocks per thread ran a
-     * 4096 x 4096 Q4_0 product at 60% of the read bandwidth, 16 at 80%
-     * (sl-kbench, bench/RESULTS.md). A batch's blocks are whole row tiles. */
+    /* A batch claims blocks of whole row tiles, about 16 per thread: enough
+     * to even out a slow core. A decode step streams memory, and the longer
+     * the run of memory a core reads, the closer the hardware prefetchers
+     * keep it to the read bandwidth: each claim takes half of a thread's
+     * share of the rows left (the first claims a quarter of the product on
+     * two threads), down to 1/32 of a thread's share at the end, which still
+     * evens out a slow core. A 4096 x 4096 Q4_0 product streamed at 75% of
+     * the plain read rate in blocks of 1/16, at 82-85% this way (sl-kbench,
+     * bench/RESULTS.md). */
     const int64_t total = j.first_row[n_ops], threads = sl_pool_size(pool);
-    const int64_t unit = n == 1 ? 16 : TILE_ROWS;
-    j.grain = (total / (16 * threads) + unit - 1) / unit * unit;
-    j.grain = j.grain < unit ? unit : j.grain;
+    j.unit = n == 1 ? 16 : TILE_ROWS;
+    j.share = n == 1 ? 2 * threads : 0;
+    const int64_t blocks = n == 1 ? 32 : 16;
+    j.grain = (total / (blocks * threads) + j.unit - 1) / j.unit * j.unit;
+    j.grain = j.grain < j.unit ? j.unit : j.grain;
     atomic_init(&j.next, 0);
     sl_pool_run(pool, threads, run_chunk, &j);
 }
