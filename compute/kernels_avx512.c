@@ -294,7 +294,7 @@ typedef wpair (*unpack_pair_fn)(const void *row, int64_t p, int mode);
  * no faster for a decode step and would not fit a 4 x 4 tile). */
 INLINE void pair_step(unpack_pair_fn unpack, int shift, bool with_min, int R, int T, const uint8_t *w,
                       size_t w_stride, const uint8_t *a, size_t a_stride, int64_t n, int64_t p, int mode,
-                      const xpair *pre, __m512 acc[4][4])
+                      __m512 acc[4][4])
 {
     const bool half = mode == PAIR_HALF;
     wpair wp[4];
@@ -302,8 +302,7 @@ INLINE void pair_step(unpack_pair_fn unpack, int shift, bool with_min, int R, in
         wp[r] = unpack(w + (size_t)r * w_stride, p, mode);
     for (int t = 0; t < T; t++) {
         const uint8_t *row = a + (size_t)t * a_stride;
-        const xpair xp =
-            pre ? pre[p] : act_pair(sl_act_q8_0_d(row, n), sl_act_q8_0_s(row, n), p, half, shift, with_min);
+        const xpair xp = act_pair(sl_act_q8_0_d(row, n), sl_act_q8_0_s(row, n), p, half, shift, with_min);
         const __m512i x = half ? _mm512_maskz_loadu_epi8(0xFFFFFFFFull, row + 64 * p)
                                : _mm512_load_si512((const void *)(row + 64 * p));
         for (int r = 0; r < R; r++) {
@@ -316,10 +315,12 @@ INLINE void pair_step(unpack_pair_fn unpack, int shift, bool with_min, int R, in
 }
 
 /* An R x T tile over the whole row (the last pair of a row with an odd
- * block count is a half pair), summed into y. pre: the token vectors of
- * every pair when T == 1 and the caller built them, else NULL. */
+ * block count is a half pair), summed into y: rows w_stride bytes apart in
+ * w and y_row floats apart in y, tokens a_stride bytes apart in a and
+ * y_stride floats in y. The token vectors are built as it goes, a decode
+ * step's too (see quad_step). */
 INLINE void tile32(unpack_pair_fn unpack, int shift, bool with_min, int R, int T, int64_t n, const uint8_t *w,
-                   size_t w_stride, const uint8_t *a, size_t a_stride, const xpair *pre, float *y,
+                   size_t w_stride, const uint8_t *a, size_t a_stride, float *y, size_t y_row,
                    size_t y_stride)
 {
     __m512 acc[4][4];
@@ -328,31 +329,26 @@ INLINE void tile32(unpack_pair_fn unpack, int shift, bool with_min, int R, int T
             acc[r][t] = _mm512_setzero_ps();
     const int64_t nb = n / SL_QK;
     for (int64_t p = 0; p < nb / 2; p++)
-        pair_step(unpack, shift, with_min, R, T, w, w_stride, a, a_stride, n, p, PAIR_FULL, pre, acc);
+        pair_step(unpack, shift, with_min, R, T, w, w_stride, a, a_stride, n, p, PAIR_FULL, acc);
     if (nb & 1)
-        pair_step(unpack, shift, with_min, R, T, w, w_stride, a, a_stride, n, nb / 2, PAIR_HALF, pre, acc);
+        pair_step(unpack, shift, with_min, R, T, w, w_stride, a, a_stride, n, nb / 2, PAIR_HALF, acc);
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++)
-            y[(size_t)t * y_stride + (size_t)r] = hsum(acc[r][t]);
+            y[(size_t)t * y_stride + (size_t)r * y_row] = hsum(acc[r][t]);
 }
 
-/* Pairs whose token vectors a decode step builds once for all its rows (a
- * 96 KiB stack buffer; rows of more than 32768 elements build them as they
- * go, with the same values). */
-#define DECODE_PAIRS 512
-
-/* A decode step: one token against nr rows, one row at a time. */
+/* A decode step: one token against nr rows, read as two halves side by
+ * side, as gemm_q4_0_quads does. */
 INLINE void decode32(unpack_pair_fn unpack, int shift, bool with_min, int64_t n, const uint8_t *w,
                      size_t w_stride, int nr, const uint8_t *a, float *y)
 {
-    const int64_t nb = n / SL_QK, np = (nb + 1) / 2;
-    xpair pre[DECODE_PAIRS];
-    if (np <= DECODE_PAIRS)
-        for (int64_t p = 0; p < np; p++)
-            pre[p] = act_pair(sl_act_q8_0_d(a, n), sl_act_q8_0_s(a, n), p, 2 * p + 1 == nb, shift, with_min);
-    for (int r = 0; r < nr; r++)
-        tile32(unpack, shift, with_min, 1, 1, n, w + (size_t)r * w_stride, w_stride, a, 0,
-               np <= DECODE_PAIRS ? pre : NULL, y + r, 1);
+    const int h = nr / 2;
+    for (int r = 0; r < h; r++)
+        tile32(unpack, shift, with_min, 2, 1, n, w + (size_t)r * w_stride, (size_t)h * w_stride, a, 0, y + r,
+               (size_t)h, 0);
+    if (nr % 2)
+        tile32(unpack, shift, with_min, 1, 1, n, w + (size_t)(nr - 1) * w_stride, w_stride, a, 0, y + nr - 1,
+               1, 0);
 }
 
 /* Tile shapes: 4 rows by 4 tokens (16 accumulators, 4 unpacked rows and the
@@ -361,7 +357,7 @@ INLINE void decode32(unpack_pair_fn unpack, int shift, bool with_min, int64_t n,
  * memory and several interleaved rows stream worse. */
 #define TILE32_CASE(R, T, unpack, shift, with_min)                                                           \
     case (R)*8 + (T):                                                                                        \
-        tile32(unpack, shift, with_min, R, T, n, w, ws, a, as, NULL, y, ys);                                 \
+        tile32(unpack, shift, with_min, R, T, n, w, ws, a, as, y, 1, ys);                                    \
         break;
 #define TILE32_ROW(R, unpack, shift, with_min)                                                               \
     TILE32_CASE(R, 1, unpack, shift, with_min)                                                               \
@@ -811,39 +807,46 @@ INLINE void kunpack_q6_k(const void *blk, ksuper *k)
 
 typedef void (*kunpack_fn)(const void *blk, ksuper *k);
 
-/* One row (one super-block at a time) against T activation rows. `folded`:
- * the minimums are offsets scaled by d (Q3_K, Q6_K). */
-INLINE void tile256(kunpack_fn unpack, bool folded, size_t bbytes, int T, int64_t n, const uint8_t *w,
-                    const uint8_t *a, size_t a_stride, float *y, size_t y_stride)
+/* R rows (one super-block at a time, R * T <= 8) against T activation rows:
+ * rows w_stride bytes apart in w and y_row floats apart in y, tokens
+ * a_stride bytes apart in a and y_stride floats in y. `folded`: the
+ * minimums are offsets scaled by d (Q3_K, Q6_K). */
+INLINE void tile256(kunpack_fn unpack, bool folded, size_t bbytes, int R, int T, int64_t n, const uint8_t *w,
+                    size_t w_stride, const uint8_t *a, size_t a_stride, float *y, size_t y_row,
+                    size_t y_stride)
 {
     __m512 acc[8];
-    for (int t = 0; t < T; t++)
-        acc[t] = _mm512_setzero_ps();
+    for (int o = 0; o < R * T; o++)
+        acc[o] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / SL_QK_K; i++) {
-        ksuper k;
-        unpack(w + (size_t)i * bbytes, &k);
-        for (int t = 0; t < T; t++) {
-            const uint8_t *row = a + (size_t)t * a_stride;
-            const int8_t *xq = (const int8_t *)row + SL_QK_K * i;
-            const float dx = sl_act_q8_k_d(row, n)[i];
-            const __m256i bs = _mm256_loadu_si256((const __m256i *)(sl_act_q8_k_bsums(row, n) + 16 * i));
-            __m512i isum = _mm512_setzero_si512();
-            for (int v = 0; v < 4; v++) {
-                const __m512i x = _mm512_load_si512((const void *)(xq + 64 * v));
-                isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(k.u[v], x), k.sc[v]);
-            }
-            const __m512i msum = _mm512_zextsi256_si512(_mm256_madd_epi16(bs, k.mn));
-            if (folded) {
-                isum = _mm512_sub_epi32(isum, msum);
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(k.d * dx), acc[t]);
-            } else {
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(k.d * dx), acc[t]);
-                acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_set1_ps(k.dmin * dx), acc[t]);
+        for (int r = 0; r < R; r++) {
+            ksuper k;
+            unpack(w + (size_t)r * w_stride + (size_t)i * bbytes, &k);
+            for (int t = 0; t < T; t++) {
+                const uint8_t *row = a + (size_t)t * a_stride;
+                const int8_t *xq = (const int8_t *)row + SL_QK_K * i;
+                const float dx = sl_act_q8_k_d(row, n)[i];
+                const __m256i bs = _mm256_loadu_si256((const __m256i *)(sl_act_q8_k_bsums(row, n) + 16 * i));
+                __m512i isum = _mm512_setzero_si512();
+                for (int v = 0; v < 4; v++) {
+                    const __m512i x = _mm512_load_si512((const void *)(xq + 64 * v));
+                    isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(k.u[v], x), k.sc[v]);
+                }
+                const __m512i msum = _mm512_zextsi256_si512(_mm256_madd_epi16(bs, k.mn));
+                __m512 *ac = &acc[r * T + t];
+                if (folded) {
+                    isum = _mm512_sub_epi32(isum, msum);
+                    *ac = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(k.d * dx), *ac);
+                } else {
+                    *ac = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(k.d * dx), *ac);
+                    *ac = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_set1_ps(k.dmin * dx), *ac);
+                }
             }
         }
     }
-    for (int t = 0; t < T; t++)
-        y[(size_t)t * y_stride] = hsum(acc[t]);
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++)
+            y[(size_t)r * y_row + (size_t)t * y_stride] = hsum(acc[r * T + t]);
 }
 
 /* Tiles of one row by up to 8 tokens: the unpacked super-block (13
@@ -854,28 +857,28 @@ INLINE void tile256(kunpack_fn unpack, bool folded, size_t bbytes, int T, int64_
     {                                                                                                        \
         switch (T) {                                                                                         \
         case 1:                                                                                              \
-            tile256(kunpack_##name, folded, sizeof(btype), 1, n, w, a, as, y, ys);                           \
+            tile256(kunpack_##name, folded, sizeof(btype), 1, 1, n, w, 0, a, as, y, 1, ys);                  \
             break;                                                                                           \
         case 2:                                                                                              \
-            tile256(kunpack_##name, folded, sizeof(btype), 2, n, w, a, as, y, ys);                           \
+            tile256(kunpack_##name, folded, sizeof(btype), 1, 2, n, w, 0, a, as, y, 1, ys);                  \
             break;                                                                                           \
         case 3:                                                                                              \
-            tile256(kunpack_##name, folded, sizeof(btype), 3, n, w, a, as, y, ys);                           \
+            tile256(kunpack_##name, folded, sizeof(btype), 1, 3, n, w, 0, a, as, y, 1, ys);                  \
             break;                                                                                           \
         case 4:                                                                                              \
-            tile256(kunpack_##name, folded, sizeof(btype), 4, n, w, a, as, y, ys);                           \
+            tile256(kunpack_##name, folded, sizeof(btype), 1, 4, n, w, 0, a, as, y, 1, ys);                  \
             break;                                                                                           \
         case 5:                                                                                              \
-            tile256(kunpack_##name, folded, sizeof(btype), 5, n, w, a, as, y, ys);                           \
+            tile256(kunpack_##name, folded, sizeof(btype), 1, 5, n, w, 0, a, as, y, 1, ys);                  \
             break;                                                                                           \
         case 6:                                                                                              \
-            tile256(kunpack_##name, folded, sizeof(btype), 6, n, w, a, as, y, ys);                           \
+            tile256(kunpack_##name, folded, sizeof(btype), 1, 6, n, w, 0, a, as, y, 1, ys);                  \
             break;                                                                                           \
         case 7:                                                                                              \
-            tile256(kunpack_##name, folded, sizeof(btype), 7, n, w, a, as, y, ys);                           \
+            tile256(kunpack_##name, folded, sizeof(btype), 1, 7, n, w, 0, a, as, y, 1, ys);                  \
             break;                                                                                           \
         case 8:                                                                                              \
-            tile256(kunpack_##name, folded, sizeof(btype), 8, n, w, a, as, y, ys);                           \
+            tile256(kunpack_##name, folded, sizeof(btype), 1, 8, n, w, 0, a, as, y, 1, ys);                  \
             break;                                                                                           \
         default:                                                                                             \
             SL_ASSERT(!"tile shape");                                                                        \
@@ -884,6 +887,17 @@ INLINE void tile256(kunpack_fn unpack, bool folded, size_t bbytes, int T, int64_
     static void gemm_##name(int64_t n, const void *w, size_t w_stride, int nr, const void *a,                \
                             size_t a_stride, int nt, float *y, size_t y_stride)                              \
     {                                                                                                        \
+        if (nt == 1) {                                                                                       \
+            /* A decode step: two halves side by side, as gemm_q4_0_quads. */                                \
+            const int h = nr / 2;                                                                            \
+            for (int r = 0; r < h; r++)                                                                      \
+                tile256(kunpack_##name, folded, sizeof(btype), 2, 1, n,                                      \
+                        (const uint8_t *)w + (size_t)r * w_stride, (size_t)h * w_stride, a, 0, y + r,        \
+                        (size_t)h, 0);                                                                       \
+            if (nr % 2)                                                                                      \
+                tile_##name(1, n, (const uint8_t *)w + (size_t)(nr - 1) * w_stride, a, 0, y + nr - 1, 0);    \
+            return;                                                                                          \
+        }                                                                                                    \
         for (int t = 0; t < nt; t += 8) {                                                                    \
             const int T = nt - t < 8 ? nt - t : 8;                                                           \
             for (int r = 0; r < nr; r++)                                                                     \
