@@ -218,8 +218,8 @@ void sl_matmul(sl_pool *pool, const sl_kernels *k, const sl_matmul_op *ops, uint
      * keep it to the read bandwidth: each claim takes half of a thread's
      * share of the rows left (the first claims a quarter of the product on
      * two threads), down to 1/32 of a thread's share at the end, which still
-     * evens out a slow core. A 4096 x 4096 Q4_0 product streamed at 75% of
-     * the plain read rate in blocks of 1/16, at 82-85% this way (sl-kbench,
+     * evens out a slow core. A 4096 x 4096 Q4_0 product streamed at 71-77% of
+     * the plain read rate in blocks of 1/16, at 82-91% this way (sl-kbench,
      * bench/RESULTS.md). */
     const int64_t total = j.first_row[n_ops], threads = sl_pool_size(pool);
     j.unit = n == 1 ? 16 : TILE_ROWS;
