@@ -353,8 +353,8 @@ INLINE void decode32(unpack_pair_fn unpack, int shift, bool with_min, int64_t n,
 
 /* Tile shapes: 4 rows by 4 tokens (16 accumulators, 4 unpacked rows and the
  * token's vectors: 28 of the 32 registers), smaller at the edges; a single
- * token goes one row at a time, since a decode step streams each row from
- * memory and several interleaved rows stream worse. */
+ * token goes through decode32, since neighbouring rows side by side stream
+ * worse from memory. */
 #define TILE32_CASE(R, T, unpack, shift, with_min)                                                           \
     case (R)*8 + (T):                                                                                        \
         tile32(unpack, shift, with_min, R, T, n, w, ws, a, as, y, 1, ys);                                    \
