@@ -303,7 +303,8 @@ INLINE void block_step(unpack_fn unpack, int kind, int offset, int R, int T, con
 /* Blocks alternate between two accumulator sets (shorter add chains); the
  * result is hsum(even + odd) plus the offset-term sum of Q4_1 / Q5_1. */
 INLINE void tile32(unpack_fn unpack, int kind, int offset, int R, int T, int64_t n, const uint8_t *w,
-                   size_t w_stride, const uint8_t *a, size_t a_stride, float *y, size_t y_stride)
+                   size_t w_stride, const uint8_t *a, size_t a_stride, float *y, size_t y_row,
+                   size_t y_stride)
 {
     __m256 acc0[2][3], acc1[2][3];
     float macc[2][3];
@@ -322,33 +323,35 @@ INLINE void tile32(unpack_fn unpack, int kind, int offset, int R, int T, int64_t
         block_step(unpack, kind, offset, R, T, w, w_stride, a, a_stride, n, i, acc0, macc);
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++)
-            y[(size_t)t * y_stride + (size_t)r] = hsum(_mm256_add_ps(acc0[r][t], acc1[r][t])) + macc[r][t];
+            y[(size_t)t * y_stride + (size_t)r * y_row] =
+                hsum(_mm256_add_ps(acc0[r][t], acc1[r][t])) + macc[r][t];
 }
 
-/* Tiles: one row at a time for a single token (a decode step streams
- * rows), else 2 rows by up to 3 tokens (12 accumulators of 16 registers). */
+/* Tiles: 2 rows by up to 3 tokens (12 accumulators of 16 registers). A
+ * single token reads its rows as two halves side by side (rows r and
+ * r + h), two long runs of memory, as the AVX-512 kernels do. */
 #define GEMM32(name, unpack, kind, offset)                                                                   \
     static void tile_##name(int R, int T, int64_t n, const uint8_t *w, size_t ws, const uint8_t *a,          \
                             size_t as, float *y, size_t ys)                                                  \
     {                                                                                                        \
         switch (R * 4 + T) {                                                                                 \
         case 1 * 4 + 1:                                                                                      \
-            tile32(unpack, kind, offset, 1, 1, n, w, ws, a, as, y, ys);                                      \
+            tile32(unpack, kind, offset, 1, 1, n, w, ws, a, as, y, 1, ys);                                   \
             break;                                                                                           \
         case 1 * 4 + 2:                                                                                      \
-            tile32(unpack, kind, offset, 1, 2, n, w, ws, a, as, y, ys);                                      \
+            tile32(unpack, kind, offset, 1, 2, n, w, ws, a, as, y, 1, ys);                                   \
             break;                                                                                           \
         case 1 * 4 + 3:                                                                                      \
-            tile32(unpack, kind, offset, 1, 3, n, w, ws, a, as, y, ys);                                      \
+            tile32(unpack, kind, offset, 1, 3, n, w, ws, a, as, y, 1, ys);                                   \
             break;                                                                                           \
         case 2 * 4 + 1:                                                                                      \
-            tile32(unpack, kind, offset, 2, 1, n, w, ws, a, as, y, ys);                                      \
+            tile32(unpack, kind, offset, 2, 1, n, w, ws, a, as, y, 1, ys);                                   \
             break;                                                                                           \
         case 2 * 4 + 2:                                                                                      \
-            tile32(unpack, kind, offset, 2, 2, n, w, ws, a, as, y, ys);                                      \
+            tile32(unpack, kind, offset, 2, 2, n, w, ws, a, as, y, 1, ys);                                   \
             break;                                                                                           \
         case 2 * 4 + 3:                                                                                      \
-            tile32(unpack, kind, offset, 2, 3, n, w, ws, a, as, y, ys);                                      \
+            tile32(unpack, kind, offset, 2, 3, n, w, ws, a, as, y, 1, ys);                                   \
             break;                                                                                           \
         default:                                                                                             \
             SL_ASSERT(!"tile shape");                                                                        \
@@ -357,11 +360,20 @@ INLINE void tile32(unpack_fn unpack, int kind, int offset, int R, int T, int64_t
     static void gemm_##name(int64_t n, const void *w, size_t w_stride, int nr, const void *a,                \
                             size_t a_stride, int nt, float *y, size_t y_stride)                              \
     {                                                                                                        \
-        const int rstep = nt == 1 ? 1 : 2;                                                                   \
+        if (nt == 1) {                                                                                       \
+            const int h = nr / 2;                                                                            \
+            for (int r = 0; r < h; r++)                                                                      \
+                tile32(unpack, kind, offset, 2, 1, n, (const uint8_t *)w + (size_t)r * w_stride,             \
+                       (size_t)h * w_stride, a, 0, y + r, (size_t)h, 0);                                     \
+            if (nr % 2)                                                                                      \
+                tile_##name(1, 1, n, (const uint8_t *)w + (size_t)(nr - 1) * w_stride, w_stride, a, 0,       \
+                            y + nr - 1, 0);                                                                  \
+            return;                                                                                          \
+        }                                                                                                    \
         for (int t = 0; t < nt; t += 3) {                                                                    \
             const int T = nt - t < 3 ? nt - t : 3;                                                           \
-            for (int r = 0; r < nr; r += rstep) {                                                            \
-                const int R = nr - r < rstep ? nr - r : rstep;                                               \
+            for (int r = 0; r < nr; r += 2) {                                                                \
+                const int R = nr - r < 2 ? nr - r : 2;                                                       \
                 tile_##name(R, T, n, (const uint8_t *)w + (size_t)r * w_stride, w_stride,                    \
                             (const uint8_t *)a + (size_t)t * a_stride, a_stride,                             \
                             y + (size_t)t * y_stride + (size_t)r, y_stride);                                 \
