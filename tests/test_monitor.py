@@ -36,6 +36,7 @@ import zmq
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from monitor_client import Monitor  # noqa: E402
+from sltest import segments  # noqa: E402
 
 BIN, TESTDATA = sys.argv[1], sys.argv[2]
 SLUICE = os.path.join(BIN, "sluice")
@@ -89,13 +90,10 @@ class Pipeline:
         self.procs.append(p)
         return p
 
-    def segments(self):
-        return [f for f in os.listdir("/dev/shm") if f.startswith("sluice-%s-" % self.inst)]
-
     def shm_bytes(self):
         """Allocated bytes of the pipeline's shared memory, measured here."""
         total = 0
-        for f in self.segments():
+        for f in segments(self.inst):
             try:
                 total += os.stat(os.path.join("/dev/shm", f)).st_blocks * 512
             except FileNotFoundError:
@@ -334,7 +332,7 @@ def test_budget_shrink_mid_generation():
             ctx.destroy(linger=0)
             codes, err = pl.stop()
         check(codes == [0, 0, 0], "clean exits: %r %r" % (codes, err[-300:]))
-        check(not pl.segments(), "no segments left")
+        check(not segments(pl.inst), "no segments left")
 
 
 def test_progress_restarts_and_top():
