@@ -580,11 +580,12 @@ static void gemm_q4_0_quads(int64_t n, const void *w, size_t w_stride, int nr, c
          * at 82-91% of the plain read rate one row at a time, at 98-100%
          * in two halves: bench/RESULTS.md.) */
         const int h = nr / 2;
-        const uint8_t *wb = w;
         for (int r = 0; r < h; r++)
-            tile_quads(2, 1, n, wb + (size_t)r * w_stride, (size_t)h * w_stride, a, 0, y + r, (size_t)h, 0);
+            tile_quads(2, 1, n, (const uint8_t *)w + (size_t)r * w_stride, (size_t)h * w_stride, a, 0, y + r,
+                       (size_t)h, 0);
         if (nr % 2)
-            tile_quads(1, 1, n, wb + (size_t)(nr - 1) * w_stride, w_stride, a, 0, y + nr - 1, 1, 0);
+            tile_quads(1, 1, n, (const uint8_t *)w + (size_t)(nr - 1) * w_stride, w_stride, a, 0, y + nr - 1,
+                       1, 0);
         return;
     }
     for (int t = 0; t < nt; t += 4) {
